@@ -1,0 +1,46 @@
+import pytest
+
+from tests.support.processes import MsBackendProcess, ServerProcess, ms_python
+
+
+@pytest.fixture(scope="session")
+def ms_sdk_python():
+    """Path to the interpreter of the venv with Microsoft's durabletask installed."""
+    return ms_python()
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    """Start our task hub server on a fresh SQLite file; returns a restartable ServerProcess."""
+    started = []
+
+    def make(*extra_args: str, store_url: str | None = None) -> ServerProcess:
+        server = ServerProcess(store_url or f"sqlite:///{tmp_path}/hub-{len(started)}.db", extra_args=extra_args)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_server(tmp_path_factory):
+    """One task hub server for the whole session (tests use unique instance ids)."""
+    server = ServerProcess(f"sqlite:///{tmp_path_factory.mktemp('hub')}/hub.db").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ms_backend():
+    """Microsoft's in-memory backend, the reference server for our SDK."""
+    backend = MsBackendProcess().start()
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture(scope="session", params=["our_server", "ms_backend"])
+def hub_address(request):
+    """Address of a conforming task hub: ours and Microsoft's reference backend."""
+    return request.getfixturevalue("shared_server" if request.param == "our_server" else "ms_backend").address

@@ -1,0 +1,135 @@
+"""Start real processes for tests: our task hub server, Microsoft's in-memory backend, and
+Microsoft's SDK in its own virtual environment (its package name clashes with ours)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from google.protobuf import empty_pb2
+
+from durabletask.internal import orchestrator_service_pb2_grpc as stubs
+
+REPO = Path(__file__).resolve().parents[2]
+MS_VENV = Path(os.environ.get("DURABLETASK_MS_VENV", REPO / ".venv-ms"))
+MS_DURABLETASK_VERSION = "1.12.0"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_hub(address: str, process: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
+    """Block until a TaskHubSidecarService answers Hello at `address`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"hub process exited with code {process.returncode} before it answered at {address}")
+        try:
+            with grpc.insecure_channel(address) as channel:
+                stubs.TaskHubSidecarServiceStub(channel).Hello(empty_pb2.Empty(), timeout=1)
+            return
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no task hub answered at {address} within {timeout}s")
+            time.sleep(0.05)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class ServerProcess:
+    """Our `durabletask-server` as a subprocess on a loopback port; restartable on the same store."""
+
+    def __init__(self, store_url: str, port: int | None = None, extra_args: tuple[str, ...] = ()):
+        self.store_url = store_url
+        self.port = port or free_port()
+        self.extra_args = extra_args
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "ServerProcess":
+        cmd = [sys.executable, "-m", "durabletask.server", "--host", "127.0.0.1", "--port", str(self.port),
+               "--store", self.store_url, "--metrics-port", "0", *self.extra_args]
+        self.process = subprocess.Popen(cmd, cwd=REPO)
+        wait_for_hub(self.address, self.process)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def ms_python() -> Path:
+    """The interpreter of a virtual environment holding Microsoft's durabletask, created on first use."""
+    python = MS_VENV / "bin" / "python"
+    marker = MS_VENV / f".durabletask-{MS_DURABLETASK_VERSION}"
+    if not marker.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(MS_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        f"durabletask=={MS_DURABLETASK_VERSION}"], check=True)
+        marker.touch()
+    return python
+
+
+def ms_run(script: str, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    """Run a Python script with Microsoft's SDK (in its own venv, never importing ours)."""
+    return subprocess.run([str(ms_python()), "-c", script, *args], capture_output=True, text=True,
+                          timeout=timeout, cwd="/")
+
+
+MS_BACKEND_SCRIPT = """
+import signal, sys, threading
+from durabletask.testing import create_test_backend
+backend = create_test_backend(port=int(sys.argv[1]))
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())
+stop.wait()
+backend.stop()
+"""
+
+
+class MsBackendProcess:
+    """Microsoft's in-memory test backend (`durabletask.testing.create_test_backend`) as a subprocess."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "MsBackendProcess":
+        self.process = subprocess.Popen([str(ms_python()), "-c", MS_BACKEND_SCRIPT, str(self.port)], cwd="/")
+        wait_for_hub(self.address, self.process)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
