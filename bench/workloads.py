@@ -15,12 +15,13 @@ Exit code 0 on success; 1 with a one-sentence reason on stderr otherwise.
 import argparse
 import json
 import logging
+import os
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import durabletask
 from durabletask import client, task, worker
 
 # Worker concurrency, identical on both sides (Microsoft's defaults depend on the CPU count).
@@ -90,9 +91,6 @@ WORKLOADS = {
                       expected=lambda n: n, warm_up_size=5),
 }
 
-DEFAULT_SIZES = {"hello-cities": 200, "fan-out-fan-in": 1000, "chain": 200}
-
-
 class WorkloadFailed(Exception):
     pass
 
@@ -145,22 +143,26 @@ def measure(address: str, name: str, size: int, timeout: float) -> dict:
         c.close()
     # `size` counts the unit in every workload: instances, activities or steps.
     return {"workload": name, "size": size, "seconds": round(seconds, 4), "rate": round(size / seconds, 2),
-            "unit": f"{workload.unit}/s", "sdk": durabletask.__file__}
+            "unit": f"{workload.unit}/s", "sdk": os.path.dirname(client.__file__)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", required=True, help="task hub address, HOST:PORT")
     parser.add_argument("--workload", required=True, choices=sorted(WORKLOADS))
-    parser.add_argument("--size", type=int, help="instances (hello-cities), activities (fan-out-fan-in) "
-                                                 "or steps (chain); defaults: %s" % DEFAULT_SIZES)
+    parser.add_argument("--size", type=int, required=True,
+                        help="instances (hello-cities), activities (fan-out-fan-in) or steps (chain)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for warm-up and run together")
     args = parser.parse_args()
-    size = args.size or DEFAULT_SIZES[args.workload]
     try:
-        result = measure(args.address, args.workload, size, args.timeout)
+        result = measure(args.address, args.workload, args.size, args.timeout)
     except WorkloadFailed as e:
         print(f"{args.workload} failed: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # an SDK or hub error: full traceback for the log, then one line last
+        traceback.print_exc()
+        first_line = (str(e).strip().splitlines() or [""])[0]
+        print(f"{args.workload} failed: {type(e).__name__}: {first_line}", file=sys.stderr)
         return 1
     print(json.dumps(result), flush=True)
     return 0
