@@ -1,0 +1,26 @@
+"""Opening a gRPC channel to a task hub from the address forms users pass (with or without a scheme)."""
+
+import grpc
+
+DEFAULT_HOST_ADDRESS = "localhost:4001"
+_SECURE_SCHEMES = ("https://", "grpcs://")
+_INSECURE_SCHEMES = ("http://", "grpc://")
+
+
+def open_channel(host_address: str | None, secure_channel: bool = False,
+                 interceptors: list | None = None) -> grpc.Channel:
+    """A channel to `host_address`; an https:// or grpcs:// scheme forces TLS, http:// or grpc:// forbids it."""
+    address = host_address or DEFAULT_HOST_ADDRESS
+    lowered = address.lower()
+    for scheme in _SECURE_SCHEMES + _INSECURE_SCHEMES:
+        if lowered.startswith(scheme):
+            secure_channel = scheme in _SECURE_SCHEMES
+            address = address[len(scheme):]
+            break
+    if secure_channel:
+        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials())
+    else:
+        channel = grpc.insecure_channel(address)
+    if interceptors:
+        channel = grpc.intercept_channel(channel, *interceptors)
+    return channel

@@ -1,0 +1,423 @@
+"""The worker: holds a work item stream open to the task hub and runs orchestrators and activities.
+
+One background thread reads the `GetWorkItems` stream and hands each item to a bounded thread
+pool (one for orchestrations, one for activities); the pool thread runs the item and reports the
+result with the item's completion token. When the stream drops for any reason, the reader
+reconnects with capped, jittered exponential back-off until `stop()` is called.
+"""
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import grpc
+
+from durabletask import task
+from durabletask.internal import json_payloads as payloads
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal import orchestrator_service_pb2_grpc as stubs
+from durabletask.internal import replay
+from durabletask.internal.failures import failure_details
+from durabletask.internal.grpc_channel import open_channel
+from durabletask.internal.versions import compare_versions
+
+# Reconnect back-off: base * 2**attempt seconds, capped, then scaled by a random factor in
+# [1 - JITTER, 1] so that many workers losing the same hub do not reconnect in lockstep.
+RECONNECT_BASE_SECONDS = 0.1
+RECONNECT_CAP_SECONDS = 5.0
+RECONNECT_JITTER = 0.5
+# A stream that stayed open this long was a working connection, so its loss starts back-off afresh.
+HEALTHY_STREAM_SECONDS = 5.0
+
+
+class ConcurrencyOptions:
+    """How many work items of each kind a worker takes at once, and how many threads run them."""
+
+    def __init__(self,
+                 maximum_concurrent_activity_work_items: int | None = None,
+                 maximum_concurrent_orchestration_work_items: int | None = None,
+                 maximum_concurrent_entity_work_items: int | None = None,
+                 maximum_thread_pool_workers: int | None = None):
+        processors = os.cpu_count() or 1
+        self.maximum_concurrent_activity_work_items = maximum_concurrent_activity_work_items or 100 * processors
+        self.maximum_concurrent_orchestration_work_items = (
+            maximum_concurrent_orchestration_work_items or 100 * processors)
+        self.maximum_concurrent_entity_work_items = maximum_concurrent_entity_work_items or 100 * processors
+        self.maximum_thread_pool_workers = maximum_thread_pool_workers or processors + 4
+
+
+class VersionMatchStrategy(Enum):
+    NONE = 1
+    STRICT = 2
+    CURRENT_OR_OLDER = 3
+
+
+class VersionFailureStrategy(Enum):
+    REJECT = 1
+    FAIL = 2
+
+
+class VersioningOptions:
+    """Which orchestration versions this worker runs, and what it does with the others.
+
+    `version` is the worker's own version, compared with each orchestration's version under
+    `match_strategy`; `default_version` is given to sub-orchestrations started without `version=`.
+    On a mismatch, REJECT (the default) hands the work item back for another worker; FAIL fails
+    the orchestration.
+    """
+
+    def __init__(self, version: str | None = None,
+                 default_version: str | None = None,
+                 match_strategy: VersionMatchStrategy | None = None,
+                 failure_strategy: VersionFailureStrategy | None = None):
+        self.version = version
+        self.default_version = default_version
+        self.match_strategy = match_strategy
+        self.failure_strategy = failure_strategy
+
+
+def version_mismatch(options: VersioningOptions, orchestration_version: str | None) -> pb.TaskFailureDetails | None:
+    """Why this worker must not run an orchestration of `orchestration_version`, or None if it may."""
+    strategy = options.match_strategy
+    if strategy in (None, VersionMatchStrategy.NONE):
+        return None
+    comparison = compare_versions(orchestration_version, options.version)
+    if strategy == VersionMatchStrategy.STRICT and comparison != 0:
+        message = (f"The orchestration version '{orchestration_version}' does not match "
+                   f"the worker version '{options.version}'.")
+    elif strategy == VersionMatchStrategy.CURRENT_OR_OLDER and comparison > 0:
+        message = (f"The orchestration version '{orchestration_version}' is greater than "
+                   f"the worker version '{options.version}'.")
+    else:
+        return None
+    return pb.TaskFailureDetails(errorType="VersionMismatch", errorMessage=message, isNonRetriable=True)
+
+
+@dataclass(frozen=True)
+class OrchestrationWorkItemFilter:
+    name: str
+    versions: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ActivityWorkItemFilter:
+    name: str
+    versions: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EntityWorkItemFilter:
+    name: str
+
+    def __post_init__(self):
+        object.__setattr__(self, "name", self.name.lower())
+
+
+@dataclass(frozen=True)
+class WorkItemFilters:
+    """Tells the hub which work this worker can run; the hub offers it nothing else."""
+
+    orchestrations: list[OrchestrationWorkItemFilter] = field(default_factory=list)
+    activities: list[ActivityWorkItemFilter] = field(default_factory=list)
+    entities: list[EntityWorkItemFilter] = field(default_factory=list)
+
+    def to_proto(self) -> pb.WorkItemFilters:
+        return pb.WorkItemFilters(
+            orchestrations=[pb.OrchestrationFilter(name=f.name, versions=f.versions) for f in self.orchestrations],
+            activities=[pb.ActivityFilter(name=f.name, versions=f.versions) for f in self.activities],
+            entities=[pb.EntityFilter(name=f.name) for f in self.entities],
+        )
+
+
+class OrchestratorNotRegisteredError(ValueError):
+    """A work item named an orchestrator this worker does not have."""
+
+
+class ActivityNotRegisteredError(ValueError):
+    """A work item named an activity this worker does not have."""
+
+
+# Marks "filters derived from the registrations at start()", distinct from None ("no filters").
+_FILTERS_FROM_REGISTRATIONS = object()
+
+
+class TaskHubGrpcWorker:
+    def __init__(self, *,
+                 host_address: str | None = None,
+                 metadata: list[tuple[str, str]] | None = None,
+                 log_handler: logging.Handler | None = None,
+                 log_formatter: logging.Formatter | None = None,
+                 logger: logging.Logger | None = None,
+                 secure_channel: bool = False,
+                 interceptors: list | None = None,
+                 concurrency_options: ConcurrencyOptions | None = None):
+        self._host_address = host_address
+        self._metadata = metadata
+        self._secure_channel = secure_channel
+        self._interceptors = interceptors
+        self._concurrency = concurrency_options or ConcurrencyOptions()
+        self._logger = logger or logging.getLogger("durabletask.worker")
+        if log_handler is not None:
+            if log_formatter is not None:
+                log_handler.setFormatter(log_formatter)
+            self._logger.addHandler(log_handler)
+        self._orchestrators: dict[str, task.Orchestrator[Any, Any]] = {}
+        self._activities: dict[str, task.Activity[Any, Any]] = {}
+        self._versioning: VersioningOptions | None = None
+        self._filters: WorkItemFilters | None | object = None
+        self._stopping = threading.Event()
+        self._stream_lock = threading.Lock()
+        self._stream: Any = None
+        self._reader: threading.Thread | None = None
+        self._channel: grpc.Channel | None = None
+        self._stub: Any = None
+        self._orchestration_pool: ThreadPoolExecutor | None = None
+        self._activity_pool: ThreadPoolExecutor | None = None
+        self._orchestration_slots: threading.BoundedSemaphore | None = None
+        self._activity_slots: threading.BoundedSemaphore | None = None
+
+    @property
+    def concurrency_options(self) -> ConcurrencyOptions:
+        return self._concurrency
+
+    @property
+    def is_running(self) -> bool:
+        return self._reader is not None
+
+    def __enter__(self) -> "TaskHubGrpcWorker":
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.stop()
+
+    # ---- configuration ------------------------------------------------------------------
+
+    def add_orchestrator(self, fn: task.Orchestrator[Any, Any]) -> str:
+        return self._register(self._orchestrators, "orchestrator", fn)
+
+    def add_activity(self, fn: task.Activity[Any, Any]) -> str:
+        return self._register(self._activities, "activity", fn)
+
+    def use_versioning(self, version: VersioningOptions) -> None:
+        self._refuse_while_running("Versioning")
+        if not isinstance(version, VersioningOptions):
+            raise TypeError(f"use_versioning expects VersioningOptions, but got a {type(version).__name__}.")
+        self._versioning = version
+
+    def use_work_item_filters(self, filters: WorkItemFilters | None | object = _FILTERS_FROM_REGISTRATIONS) -> None:
+        """Ask the hub for matching work only: the given filters, or (no argument) the registered names.
+
+        Filters derived from registrations carry the worker's version when it matches STRICTly.
+        Passing None removes filters again.
+        """
+        self._refuse_while_running("Work item filters")
+        if not (filters is None or filters is _FILTERS_FROM_REGISTRATIONS or isinstance(filters, WorkItemFilters)):
+            raise TypeError(f"use_work_item_filters expects WorkItemFilters or None, but got a {type(filters).__name__}.")
+        self._filters = filters
+
+    def _register(self, registry: dict[str, Any], kind: str, fn: Callable[..., Any]) -> str:
+        self._refuse_while_running(f"An {kind}")
+        if not callable(fn):
+            raise TypeError(f"add_{kind} expects a function, but got a {type(fn).__name__}.")
+        name = task.get_name(fn)
+        if name in registry:
+            raise ValueError(f"A '{name}' {kind} already exists.")
+        registry[name] = fn
+        return name
+
+    def _refuse_while_running(self, what: str) -> None:
+        if self.is_running:
+            raise RuntimeError(f"{what} cannot be changed while the worker is running; call stop() first.")
+
+    def _work_item_filters(self) -> WorkItemFilters | None:
+        if self._filters is not _FILTERS_FROM_REGISTRATIONS:
+            return self._filters  # type: ignore[return-value]
+        versioning = self._versioning
+        versions = ([versioning.version] if versioning and versioning.version
+                    and versioning.match_strategy == VersionMatchStrategy.STRICT else [])
+        return WorkItemFilters(
+            orchestrations=[OrchestrationWorkItemFilter(name, list(versions)) for name in self._orchestrators],
+            activities=[ActivityWorkItemFilter(name, list(versions)) for name in self._activities],
+        )
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect to the hub and process work items on background threads until stop()."""
+        if self.is_running:
+            raise RuntimeError("The worker is already running.")
+        self._stopping.clear()
+        self._channel = open_channel(self._host_address, self._secure_channel, self._interceptors)
+        self._stub = stubs.TaskHubSidecarServiceStub(self._channel)
+        threads = self._concurrency.maximum_thread_pool_workers
+        self._orchestration_pool = ThreadPoolExecutor(threads, thread_name_prefix="durabletask-orchestration")
+        self._activity_pool = ThreadPoolExecutor(threads, thread_name_prefix="durabletask-activity")
+        self._orchestration_slots = threading.BoundedSemaphore(
+            self._concurrency.maximum_concurrent_orchestration_work_items)
+        self._activity_slots = threading.BoundedSemaphore(self._concurrency.maximum_concurrent_activity_work_items)
+        self._reader = threading.Thread(target=self._read_work_items, args=(self._work_items_request(),),
+                                        name="durabletask-work-items", daemon=True)
+        self._reader.start()
+        self._logger.info("Worker started; receiving work items from %s", self._address)
+
+    def stop(self) -> None:
+        """Stop taking work, let running items finish, hand queued ones back to the hub, disconnect."""
+        if not self.is_running:
+            return
+        self._stopping.set()
+        with self._stream_lock:
+            if self._stream is not None:
+                self._stream.cancel()
+        self._reader.join()
+        self._orchestration_pool.shutdown(wait=True)
+        self._activity_pool.shutdown(wait=True)
+        self._channel.close()
+        self._reader = None
+        self._logger.info("Worker stopped")
+
+    @property
+    def _address(self) -> str:
+        return self._host_address or "localhost:4001"
+
+    def _work_items_request(self) -> pb.GetWorkItemsRequest:
+        request = pb.GetWorkItemsRequest(
+            maxConcurrentOrchestrationWorkItems=self._concurrency.maximum_concurrent_orchestration_work_items,
+            maxConcurrentActivityWorkItems=self._concurrency.maximum_concurrent_activity_work_items,
+        )
+        filters = self._work_item_filters()
+        if filters is not None:
+            request.workItemFilters.CopyFrom(filters.to_proto())
+        return request
+
+    # ---- the work item stream -----------------------------------------------------------
+
+    def _read_work_items(self, request: pb.GetWorkItemsRequest) -> None:
+        failed_attempts = 0
+        while not self._stopping.is_set():
+            opened_at = time.monotonic()
+            received_any = False
+            try:
+                stream = self._stub.GetWorkItems(request, metadata=self._metadata)
+                with self._stream_lock:
+                    self._stream = stream
+                if self._stopping.is_set():
+                    break
+                for work_item in stream:
+                    if not received_any and failed_attempts:
+                        self._logger.info("Work item stream to %s restored", self._address)
+                    received_any = True
+                    failed_attempts = 0
+                    self._dispatch(work_item)
+                reason = "the hub ended the stream"
+            except grpc.RpcError as error:
+                reason = f"{error.code().name}: {error.details()}"
+            except Exception as error:  # a bug here must not kill the worker for good
+                self._logger.exception("Unexpected error while reading work items")
+                reason = repr(error)
+            finally:
+                with self._stream_lock:
+                    self._stream = None
+            if self._stopping.is_set():
+                break
+            if received_any or time.monotonic() - opened_at >= HEALTHY_STREAM_SECONDS:
+                failed_attempts = 0
+            delay = min(RECONNECT_CAP_SECONDS, RECONNECT_BASE_SECONDS * 2 ** failed_attempts)
+            delay *= random.uniform(1 - RECONNECT_JITTER, 1)
+            failed_attempts += 1
+            self._logger.warning("Work item stream to %s lost (%s); reconnecting in %.2fs (attempt %d)",
+                                 self._address, reason, delay, failed_attempts)
+            self._stopping.wait(delay)
+
+    def _dispatch(self, work_item: pb.WorkItem) -> None:
+        kind = work_item.WhichOneof("request")
+        token = work_item.completionToken
+        if kind == "orchestratorRequest":
+            self._orchestration_slots.acquire()
+            self._orchestration_pool.submit(self._run_orchestration, work_item.orchestratorRequest, token)
+        elif kind == "activityRequest":
+            self._activity_slots.acquire()
+            self._activity_pool.submit(self._run_activity, work_item.activityRequest, token)
+        elif kind != "healthPing":
+            self._logger.warning("Ignoring a '%s' work item: this worker does not run entities", kind)
+
+    # ---- running work items -------------------------------------------------------------
+
+    def _run_orchestration(self, request: pb.OrchestratorRequest, token: str) -> None:
+        try:
+            result = None if self._stopping.is_set() else self._execute_orchestration(request)
+            if result is None:
+                self._stub.AbandonTaskOrchestratorWorkItem(
+                    pb.AbandonOrchestrationTaskRequest(completionToken=token), metadata=self._metadata)
+            else:
+                self._stub.CompleteOrchestratorTask(pb.OrchestratorResponse(
+                    instanceId=request.instanceId, actions=result.actions,
+                    customStatus=payloads.wrap(result.custom_status), completionToken=token,
+                ), metadata=self._metadata)
+        except grpc.RpcError as error:
+            self._logger.warning("Could not report orchestration '%s' to the hub (%s: %s); the hub will redeliver it",
+                                 request.instanceId, error.code().name, error.details())
+        except Exception:
+            self._logger.exception("Unexpected error while running orchestration '%s'", request.instanceId)
+        finally:
+            self._orchestration_slots.release()
+
+    def _execute_orchestration(self, request: pb.OrchestratorRequest) -> replay.ReplayResult | None:
+        """The orchestration's next actions, or None when this worker must hand the item back."""
+        started = replay.execution_started(request.pastEvents, request.newEvents)
+        if started is None:
+            return replay.failed_result(failure_details(task.OrchestrationStateError(
+                f"The history of orchestration '{request.instanceId}' has no ExecutionStarted event.")))
+        versioning = self._versioning
+        if versioning is not None:
+            mismatch = version_mismatch(versioning, started.version.value if started.HasField("version") else None)
+            if mismatch is not None:
+                if versioning.failure_strategy == VersionFailureStrategy.FAIL:
+                    self._logger.warning("Failing orchestration '%s': %s", request.instanceId, mismatch.errorMessage)
+                    return replay.failed_result(mismatch)
+                self._logger.info("Handing orchestration '%s' back to the hub: %s",
+                                  request.instanceId, mismatch.errorMessage)
+                return None
+        orchestrator = self._orchestrators.get(started.name)
+        if orchestrator is None:
+            return replay.failed_result(failure_details(OrchestratorNotRegisteredError(
+                f"A '{started.name}' orchestrator was not registered.")))
+        return replay.replay(orchestrator, request.instanceId, request.pastEvents, request.newEvents,
+                             default_sub_orchestration_version=versioning.default_version if versioning else None)
+
+    def _run_activity(self, request: pb.ActivityRequest, token: str) -> None:
+        instance_id = request.orchestrationInstance.instanceId
+        try:
+            if self._stopping.is_set():
+                self._stub.AbandonTaskActivityWorkItem(
+                    pb.AbandonActivityTaskRequest(completionToken=token), metadata=self._metadata)
+                return
+            response = pb.ActivityResponse(instanceId=instance_id, taskId=request.taskId, completionToken=token)
+            try:
+                output = self._execute_activity(request)
+                if output is not None:
+                    response.result.value = output
+            except Exception as error:
+                response.failureDetails.CopyFrom(failure_details(error))
+            self._stub.CompleteActivityTask(response, metadata=self._metadata)
+        except grpc.RpcError as error:
+            self._logger.warning("Could not report activity '%s#%d' of '%s' to the hub (%s: %s)",
+                                 request.name, request.taskId, instance_id, error.code().name, error.details())
+        except Exception:
+            self._logger.exception("Unexpected error while running activity '%s'", request.name)
+        finally:
+            self._activity_slots.release()
+
+    def _execute_activity(self, request: pb.ActivityRequest) -> str | None:
+        """Run the activity; its JSON-encoded output, or an exception describing its failure."""
+        activity = self._activities.get(request.name)
+        if activity is None:
+            raise ActivityNotRegisteredError(f"Activity function named '{request.name}' was not registered!")
+        context = task.ActivityContext(request.orchestrationInstance.instanceId, request.taskId)
+        return payloads.to_json(activity(context, payloads.from_json(payloads.unwrap(request.input))))
