@@ -1,0 +1,90 @@
+"""The worker's work item stream against a scripted hub that misbehaves on purpose."""
+
+import threading
+from concurrent import futures
+
+import grpc
+import pytest
+from google.protobuf import wrappers_pb2
+
+from durabletask import worker
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal import orchestrator_service_pb2_grpc as stubs
+
+
+def shout(ctx, text):
+    return text.upper()
+
+
+class ScriptedHub(stubs.TaskHubSidecarServiceServicer):
+    """Resets the first stream, closes the second cleanly, and hands out one activity on the third."""
+
+    def __init__(self):
+        self.requests: list[pb.GetWorkItemsRequest] = []
+        self.completed: list[pb.ActivityResponse] = []
+        self.done = threading.Event()
+
+    def GetWorkItems(self, request, context):
+        self.requests.append(request)
+        if len(self.requests) == 1:
+            context.abort(grpc.StatusCode.CANCELLED, "stream reset by the hub")
+        if len(self.requests) == 2:
+            return
+        yield pb.WorkItem(completionToken="token-7", activityRequest=pb.ActivityRequest(
+            name="shout", taskId=3, input=wrappers_pb2.StringValue(value='"hello"'),
+            orchestrationInstance=pb.OrchestrationInstance(instanceId="inst")))
+        self.done.wait(10)
+
+    def CompleteActivityTask(self, request, context):
+        self.completed.append(request)
+        self.done.set()
+        return pb.CompleteTaskResponse()
+
+
+@pytest.fixture
+def scripted_hub():
+    hub = ScriptedHub()
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    stubs.add_TaskHubSidecarServiceServicer_to_server(hub, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield hub, f"127.0.0.1:{port}"
+    hub.done.set()
+    server.stop(0)
+
+
+def test_worker_survives_stream_reset_and_clean_close_then_completes_work(scripted_hub):
+    hub, address = scripted_hub
+    w = worker.TaskHubGrpcWorker(host_address=address)
+    w.add_activity(shout)
+    w.use_work_item_filters()
+    with w:
+        w.start()
+        assert hub.done.wait(10), "the worker never came back for work"
+    assert len(hub.requests) == 3
+    response = hub.completed[0]
+    assert (response.completionToken, response.taskId, response.result.value) == ("token-7", 3, '"HELLO"')
+    filters = hub.requests[-1].workItemFilters
+    assert [f.name for f in filters.activities] == ["shout"]
+
+
+def test_without_filters_the_worker_asks_for_all_work(scripted_hub):
+    hub, address = scripted_hub
+    w = worker.TaskHubGrpcWorker(host_address=address)
+    w.add_activity(shout)
+    with w:
+        w.start()
+        assert hub.done.wait(10)
+    assert not hub.requests[-1].HasField("workItemFilters")
+
+
+def test_strict_versioning_puts_the_worker_version_in_derived_filters(scripted_hub):
+    hub, address = scripted_hub
+    w = worker.TaskHubGrpcWorker(host_address=address)
+    w.add_activity(shout)
+    w.use_versioning(worker.VersioningOptions(version="2.0", match_strategy=worker.VersionMatchStrategy.STRICT))
+    w.use_work_item_filters()
+    with w:
+        w.start()
+        assert hub.done.wait(10)
+    assert [(f.name, list(f.versions)) for f in hub.requests[-1].workItemFilters.activities] == [("shout", ["2.0"])]
