@@ -91,6 +91,7 @@ WORKLOADS = {
                       expected=lambda n: n, warm_up_size=5),
 }
 
+
 class WorkloadFailed(Exception):
     pass
 
