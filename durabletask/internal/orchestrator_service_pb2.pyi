@@ -1298,20 +1298,24 @@ class WorkItemFilters(_message.Message):
     def __init__(self, orchestrations: _Optional[_Iterable[_Union[OrchestrationFilter, _Mapping]]] = ..., activities: _Optional[_Iterable[_Union[ActivityFilter, _Mapping]]] = ..., entities: _Optional[_Iterable[_Union[EntityFilter, _Mapping]]] = ...) -> None: ...
 
 class OrchestrationFilter(_message.Message):
-    __slots__ = ("name", "versions")
+    __slots__ = ("name", "versions", "maxVersion")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    MAXVERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     versions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ...) -> None: ...
+    maxVersion: str
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., maxVersion: _Optional[str] = ...) -> None: ...
 
 class ActivityFilter(_message.Message):
-    __slots__ = ("name", "versions")
+    __slots__ = ("name", "versions", "maxVersion")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    MAXVERSION_FIELD_NUMBER: _ClassVar[int]
     name: str
     versions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ...) -> None: ...
+    maxVersion: str
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., maxVersion: _Optional[str] = ...) -> None: ...
 
 class EntityFilter(_message.Message):
     __slots__ = ("name",)
