@@ -114,6 +114,8 @@ class Hub:
             raise Failed(f"instance {instance_id} did not finish within {timeout}s "
                          f"(last seen: {describe(self.state(instance_id))})") from None
         require(state is not None, f"instance {instance_id} vanished while waiting for it to finish")
+        require(state.runtime_status in TERMINAL,
+                f"wait_for_orchestration_completion returned a non-terminal state: {describe(state)}")
         return state
 
     def completed(self, instance_id: str, timeout: float = WAIT):
@@ -122,29 +124,33 @@ class Hub:
         expect(state.runtime_status, OrchestrationStatus.COMPLETED, f"status of {instance_id} ({describe(state)})")
         return state
 
-    def wait_until(self, what: str, probe, timeout: float = WAIT, interval: float = 0.05):
-        """Poll `probe()` until it returns something truthy; fail naming `what` after `timeout`."""
+    def wait_until(self, what: str, probe, timeout: float = WAIT, last_seen=None):
+        """Poll `probe()` until it returns something truthy; fail naming `what` (and, if given,
+        `last_seen()`) after `timeout`."""
         deadline = time.monotonic() + timeout
         while True:
             value = probe()
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise Failed(f"timed out after {timeout}s waiting for {what}")
-            time.sleep(interval)
+                seen = f" (last seen: {last_seen()})" if last_seen else ""
+                raise Failed(f"timed out after {timeout}s waiting for {what}{seen}")
+            time.sleep(0.05)
+
+    def wait_state(self, instance_id: str, what: str, matches, timeout: float = WAIT):
+        """Poll the instance's state until `matches(state)`; returns that state."""
+        def probe():
+            state = self.state(instance_id)
+            return state if state is not None and matches(state) else None
+        return self.wait_until(f"{instance_id} {what}", probe, timeout,
+                               last_seen=lambda: describe(self.state(instance_id)))
 
     def wait_status(self, instance_id: str, status: OrchestrationStatus, timeout: float = WAIT):
-        def probe():
-            state = self.state(instance_id)
-            return state if state is not None and state.runtime_status == status else None
-        return self.wait_until(f"{instance_id} to be {status.name} (now: {describe(self.state(instance_id))})",
-                               probe, timeout)
+        return self.wait_state(instance_id, f"to be {status.name}", lambda s: s.runtime_status == status, timeout)
 
     def wait_custom_status(self, instance_id: str, custom_status, timeout: float = WAIT):
-        def probe():
-            state = self.state(instance_id)
-            return state if state is not None and state.get_custom_status() == custom_status else None
-        return self.wait_until(f"{instance_id} to report custom status {custom_status!r}", probe, timeout)
+        return self.wait_state(instance_id, f"to report custom status {custom_status!r}",
+                               lambda s: s.get_custom_status() == custom_status, timeout)
 
     def raw_state(self, instance_id: str) -> pb.OrchestrationState:
         """The OrchestrationState message exactly as the hub returns it (fields the SDK drops)."""
@@ -394,7 +400,10 @@ def terminate(hub: Hub) -> str:
         state = hub.finish(iid)
         expect(state.runtime_status, OrchestrationStatus.TERMINATED, f"status after terminate ({describe(state)})")
         expect(state.get_output(), {"reason": "operator said so"}, "output given to terminate")
-        hub.client.raise_orchestration_event(iid, "go", data="too late")
+        try:
+            hub.client.raise_orchestration_event(iid, "go", data="too late")
+        except grpc.RpcError:
+            pass  # a hub may refuse events for a finished instance; either way it must stay terminated
         time.sleep(0.5)
         expect(hub.state(iid).runtime_status, OrchestrationStatus.TERMINATED, "status after an event hit a terminated instance")
     return "TERMINATED with the given output, and stays so"
