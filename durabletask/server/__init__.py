@@ -1,0 +1,1 @@
+"""The Durable Task hub server: gRPC service, dispatcher, stores, metrics, CLI."""

@@ -1,0 +1,5 @@
+import sys
+
+from durabletask.server.cli import main
+
+sys.exit(main())

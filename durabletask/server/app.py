@@ -1,0 +1,71 @@
+"""A running task hub: the store, the dispatcher and the gRPC service (and metrics) wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from durabletask.internal import orchestrator_service_pb2_grpc as stubs
+from durabletask.server.dispatcher import Dispatcher
+from durabletask.server.metrics import serve_metrics
+from durabletask.server.servicer import StatusWatchers, TaskHubServicer
+from durabletask.server.stores.base import CommitNotice, Store
+
+log = logging.getLogger("durabletask.server")
+
+DEFAULT_LEASE_SECONDS = 60.0
+DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+STORE_THREADS = 32
+
+
+class TaskHubServer:
+    def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 4001, *,
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+                 metrics_port: int = 0):
+        self.store = store
+        self.host = host
+        self.port = port
+        self._lease_seconds = lease_seconds
+        self._max_payload = max_payload_bytes
+        self._metrics_port = metrics_port
+        self._metrics = None
+        self._grpc: grpc.aio.Server | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._executor = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="store-call")
+
+    async def start(self) -> "TaskHubServer":
+        """Start serving; afterwards `port` is the bound port (useful when 0 was asked for)."""
+        loop = asyncio.get_running_loop()
+        self._dispatcher = Dispatcher(self.store, self._executor, self._lease_seconds)
+        watchers = StatusWatchers()
+
+        def on_commit(notice: CommitNotice) -> None:
+            self._dispatcher.on_commit(notice)
+            watchers.on_commit(notice)
+
+        self.store.add_commit_listener(lambda notice: loop.call_soon_threadsafe(on_commit, notice))
+        # gRPC's own message limit sits above the payload limit, so that an oversized payload reaches
+        # our check and gets an error naming --max-payload-bytes.
+        limit = self._max_payload * 4 + 1024 * 1024
+        self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                              ("grpc.max_send_message_length", -1)])
+        servicer = TaskHubServicer(self.store, self._dispatcher, watchers, self._executor, self._max_payload)
+        stubs.add_TaskHubSidecarServiceServicer_to_server(servicer, self._grpc)
+        self.port = self._grpc.add_insecure_port(f"{self.host}:{self.port}")
+        await self._grpc.start()
+        if self._metrics_port:
+            self._metrics = serve_metrics(self.store, self.host, self._metrics_port)
+        return self
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+        if self._dispatcher is not None:
+            await self._dispatcher.stop()
+        if self._metrics is not None:
+            self._metrics.shutdown()
+        self._executor.shutdown(wait=True)
+        self.store.close()

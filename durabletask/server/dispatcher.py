@@ -1,0 +1,146 @@
+"""The dispatcher matches open worker streams with claimable work.
+
+It sleeps until something may have become claimable: a commit that added work (the store tells
+it), a stream that opened or freed capacity, or the alarm for the earliest future `ready_at` in
+the store (durable timers, abandon back-offs, lease expiries; the store's ready_at index is the
+timer heap, so timers survive restarts and nothing is polled). Each round asks the store, once
+per stream with free capacity, for work matching that stream's filters, and queues it on the
+stream. It remembers which stream holds which lease, so that work held by a stream that goes
+away is released at once instead of waiting for its lease to run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from concurrent.futures import Executor
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.server.stores.base import ClaimResult, CommitNotice, StaleToken, Store, WorkFilters
+
+log = logging.getLogger(__name__)
+
+
+class WorkerStream:
+    """One GetWorkItems call: what it accepts, how much it may hold, and the items to send."""
+
+    def __init__(self, filters: WorkFilters, max_orchestrations: int, max_activities: int):
+        self.filters = filters
+        self.max_orchestrations = max_orchestrations
+        self.max_activities = max_activities
+        self.outbox: asyncio.Queue[pb.WorkItem] = asyncio.Queue()
+        self.orchestration_tokens: set[str] = set()
+        self.activity_tokens: set[str] = set()
+
+    def free_orchestrations(self) -> int:
+        return self.max_orchestrations - len(self.orchestration_tokens)
+
+    def free_activities(self) -> int:
+        return self.max_activities - len(self.activity_tokens)
+
+
+class Dispatcher:
+    def __init__(self, store: Store, executor: Executor, lease_seconds: float):
+        self._store = store
+        self._executor = executor
+        self._lease_seconds = lease_seconds
+        self._streams: set[WorkerStream] = set()
+        self._holder: dict[str, WorkerStream] = {}
+        self._wake = asyncio.Event()
+        self._alarm: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run())
+
+    # -- signals ------------------------------------------------------------------------------
+    def on_commit(self, notice: CommitNotice) -> None:
+        """Called on the event loop after a store commit."""
+        if notice.work_ready:
+            self._wake.set()
+
+    def open_stream(self, filters: WorkFilters, max_orchestrations: int, max_activities: int) -> WorkerStream:
+        stream = WorkerStream(filters, max_orchestrations, max_activities)
+        self._streams.add(stream)
+        self._wake.set()
+        return stream
+
+    def close_stream(self, stream: WorkerStream) -> None:
+        """Forget the stream and give back, at once, the work it held but had not finished."""
+        self._streams.discard(stream)
+        held = stream.orchestration_tokens | stream.activity_tokens
+        for token in held:
+            self._holder.pop(token, None)
+        if held:
+            self._loop.create_task(self._release(held))
+
+    def settled(self, token: str) -> None:
+        """A work item was completed or abandoned: its stream has room for another."""
+        stream = self._holder.pop(token, None)
+        if stream is not None:
+            stream.orchestration_tokens.discard(token)
+            stream.activity_tokens.discard(token)
+            self._wake.set()
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        if self._alarm is not None:
+            self._alarm.cancel()
+
+    # -- the loop -----------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            hungry = [s for s in self._streams if s.free_orchestrations() > 0 or s.free_activities() > 0]
+            if not hungry:
+                continue
+            # Claims reach the store in this order; shuffling spreads work (and the retries of work
+            # one worker abandoned) across streams instead of always favouring the same one.
+            random.shuffle(hungry)
+            try:
+                claims = await asyncio.gather(*(self._fill(stream) for stream in hungry))
+            except Exception:
+                log.exception("claiming work failed; retrying in a second")
+                self._set_alarm(time.time() + 1.0)
+                continue
+            if any(full for full, _ in claims):
+                self._wake.set()  # a stream took all it could: there may be more
+            next_ready = [at for _, at in claims if at is not None]
+            self._set_alarm(min(next_ready) if next_ready else None)
+
+    async def _fill(self, stream: WorkerStream) -> tuple[bool, float | None]:
+        want_o, want_a = max(stream.free_orchestrations(), 0), max(stream.free_activities(), 0)
+        claim: ClaimResult = await self._loop.run_in_executor(
+            self._executor, self._store.claim, want_o, want_a, stream.filters, self._lease_seconds)
+        if stream not in self._streams:  # closed while we claimed
+            tokens = {item.token for item in claim.orchestrations + claim.activities}
+            if tokens:
+                await self._release(tokens)
+            return False, claim.next_ready_at
+        for item in claim.orchestrations:
+            stream.orchestration_tokens.add(item.token)
+            self._holder[item.token] = stream
+            stream.outbox.put_nowait(pb.WorkItem(orchestratorRequest=item.request, completionToken=item.token))
+        for item in claim.activities:
+            stream.activity_tokens.add(item.token)
+            self._holder[item.token] = stream
+            stream.outbox.put_nowait(pb.WorkItem(activityRequest=item.request, completionToken=item.token))
+        full = (want_o > 0 and len(claim.orchestrations) == want_o) or (want_a > 0 and len(claim.activities) == want_a)
+        return full, claim.next_ready_at
+
+    def _set_alarm(self, at: float | None) -> None:
+        if self._alarm is not None:
+            self._alarm.cancel()
+            self._alarm = None
+        if at is not None:
+            self._alarm = self._loop.call_later(max(0.0, at - time.time()), self._wake.set)
+
+    async def _release(self, tokens: set[str]) -> None:
+        for token in tokens:
+            try:
+                await self._loop.run_in_executor(self._executor, self._store.abandon, token, 0.0)
+            except StaleToken:
+                pass  # completed or re-leased meanwhile
+            except Exception:
+                log.exception("releasing work item %s failed; its lease will expire instead", token)

@@ -1,0 +1,329 @@
+"""The TaskHubSidecarService: translates gRPC requests into store calls and store state back into
+protocol messages. Validation and error codes live here; semantics live in the store."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from concurrent.futures import Executor
+
+import grpc
+from google.protobuf import empty_pb2, wrappers_pb2
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal import orchestrator_service_pb2_grpc as stubs
+from durabletask.server.dispatcher import Dispatcher
+from durabletask.server.episodes import epoch, optional_string, timestamp
+from durabletask.server.stores.base import (
+    TERMINAL_STATUSES, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery, InstanceState, NameFilter,
+    NewInstance, PurgeFilter, StaleToken, Store, StoreError, WorkFilters, WrongState)
+
+HEALTH_PING_SECONDS = 30.0  # well inside the SDK's 120 s silent-disconnect timeout
+ABANDON_BACKOFF_SECONDS = 0.5
+DEFAULT_CONCURRENCY = 100
+DEFAULT_PAGE_SIZE = 100
+MAX_INSTANCE_ID_LENGTH = 256
+HISTORY_CHUNK_EVENTS = 200
+
+ERROR_CODES = {
+    InstanceNotFound: grpc.StatusCode.NOT_FOUND,
+    InstanceExists: grpc.StatusCode.ALREADY_EXISTS,
+    StaleToken: grpc.StatusCode.FAILED_PRECONDITION,
+    WrongState: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+def to_orchestration_state(state: InstanceState) -> pb.OrchestrationState:
+    return pb.OrchestrationState(
+        instanceId=state.instance_id, name=state.name, version=optional_string(state.version or None),
+        orchestrationStatus=state.status, createdTimestamp=timestamp(state.created_at),
+        lastUpdatedTimestamp=timestamp(state.updated_at),
+        scheduledStartTimestamp=timestamp(state.scheduled_start) if state.scheduled_start else None,
+        completedTimestamp=timestamp(state.completed_at) if state.completed_at else None,
+        input=optional_string(state.input), output=optional_string(state.output),
+        customStatus=optional_string(state.custom_status), failureDetails=state.failure_details,
+        executionId=optional_string(state.execution_id), parentInstanceId=optional_string(state.parent_instance_id),
+        tags=state.tags)
+
+
+def _name_filters(filters) -> tuple[NameFilter, ...]:
+    return tuple(NameFilter(f.name, tuple(f.versions)) for f in filters)
+
+
+def work_filters(request: pb.GetWorkItemsRequest) -> WorkFilters:
+    if not request.HasField("workItemFilters"):
+        return WorkFilters()
+    wanted = request.workItemFilters
+    return WorkFilters(_name_filters(wanted.orchestrations), _name_filters(wanted.activities))
+
+
+class StatusWatchers:
+    """Wakes WaitForInstance* calls when their instance's status changes."""
+
+    def __init__(self):
+        self._watching: dict[str, set[asyncio.Event]] = defaultdict(set)
+
+    def on_commit(self, notice: CommitNotice) -> None:
+        for instance_id in notice.status_changed & self._watching.keys():
+            for changed in self._watching[instance_id]:
+                changed.set()
+
+    def watch(self, instance_id: str) -> asyncio.Event:
+        changed = asyncio.Event()
+        self._watching[instance_id].add(changed)
+        return changed
+
+    def unwatch(self, instance_id: str, changed: asyncio.Event) -> None:
+        self._watching[instance_id].discard(changed)
+        if not self._watching[instance_id]:
+            del self._watching[instance_id]
+
+
+class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
+    def __init__(self, store: Store, dispatcher: Dispatcher, watchers: StatusWatchers, executor: Executor,
+                 max_payload_bytes: int):
+        self._store = store
+        self._dispatcher = dispatcher
+        self._watchers = watchers
+        self._executor = executor
+        self._max_payload = max_payload_bytes
+
+    # -- helpers ------------------------------------------------------------------------------
+    async def _call(self, context, fn, *args):
+        """Run a store call off the event loop, turning its refusals into gRPC errors."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except StoreError as error:
+            await context.abort(ERROR_CODES.get(type(error), grpc.StatusCode.INVALID_ARGUMENT), str(error))
+
+    @staticmethod
+    async def _check_id(context, instance_id: str) -> None:
+        if not instance_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "An instance id is required.")
+        if len(instance_id) > MAX_INSTANCE_ID_LENGTH or not instance_id.isprintable():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"Instance ids must be 1 to {MAX_INSTANCE_ID_LENGTH} printable characters.")
+
+    async def _check_payloads(self, context, **payloads: wrappers_pb2.StringValue | str | None) -> None:
+        for what, value in payloads.items():
+            text = value.value if isinstance(value, wrappers_pb2.StringValue) else value
+            # A str of n characters encodes to at most 4n bytes: only long ones need encoding.
+            if text and len(text) * 4 > self._max_payload and len(text.encode()) > self._max_payload:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"The {what} is {len(text.encode())} bytes, over this server's payload limit "
+                                    f"of {self._max_payload} bytes (--max-payload-bytes).")
+
+    # -- client RPCs --------------------------------------------------------------------------
+    async def Hello(self, request, context):
+        return empty_pb2.Empty()
+
+    async def StartInstance(self, request: pb.CreateInstanceRequest, context):
+        instance_id = request.instanceId or uuid.uuid4().hex
+        await self._check_id(context, instance_id)
+        if not request.name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "An orchestrator name is required.")
+        await self._check_payloads(context, input=request.input)
+        new = NewInstance(
+            instance_id=instance_id, name=request.name, version=request.version.value,
+            input=request.input.value if request.HasField("input") else None,
+            scheduled_start=epoch(request.scheduledStartTimestamp)
+            if request.HasField("scheduledStartTimestamp") else None,
+            tags=dict(request.tags), execution_id=request.executionId.value or None)
+        replaceable = tuple(request.orchestrationIdReusePolicy.replaceableStatus)
+        await self._call(context, self._store.create_instance, new, replaceable)
+        return pb.CreateInstanceResponse(instanceId=instance_id)
+
+    async def GetInstance(self, request: pb.GetInstanceRequest, context):
+        await self._check_id(context, request.instanceId)
+        state = await self._call(context, self._store.get_instance, request.instanceId, request.getInputsAndOutputs)
+        if state is None:
+            return pb.GetInstanceResponse(exists=False)
+        return pb.GetInstanceResponse(exists=True, orchestrationState=to_orchestration_state(state))
+
+    async def WaitForInstanceStart(self, request: pb.GetInstanceRequest, context):
+        return await self._wait(request, context, lambda status: status != pb.ORCHESTRATION_STATUS_PENDING, "start")
+
+    async def WaitForInstanceCompletion(self, request: pb.GetInstanceRequest, context):
+        return await self._wait(request, context, lambda status: status in TERMINAL_STATUSES, "complete")
+
+    async def _wait(self, request: pb.GetInstanceRequest, context, reached, what: str):
+        await self._check_id(context, request.instanceId)
+        changed = self._watchers.watch(request.instanceId)
+        try:
+            while True:
+                changed.clear()  # before reading, so a change after the read is not missed
+                state = await self._call(context, self._store.get_instance, request.instanceId,
+                                         request.getInputsAndOutputs)
+                if state is None:
+                    return pb.GetInstanceResponse(exists=False)
+                if reached(state.status):
+                    return pb.GetInstanceResponse(exists=True, orchestrationState=to_orchestration_state(state))
+                try:
+                    await asyncio.wait_for(changed.wait(), context.time_remaining())
+                except asyncio.TimeoutError:
+                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                        f"Instance '{request.instanceId}' did not {what} before the deadline.")
+        finally:
+            self._watchers.unwatch(request.instanceId, changed)
+
+    async def RaiseEvent(self, request: pb.RaiseEventRequest, context):
+        await self._check_id(context, request.instanceId)
+        if not request.name:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "An event name is required.")
+        await self._check_payloads(context, event_data=request.input)
+        await self._call(context, self._store.raise_event, request.instanceId, request.name,
+                         request.input.value if request.HasField("input") else None)
+        return pb.RaiseEventResponse()
+
+    async def TerminateInstance(self, request: pb.TerminateRequest, context):
+        await self._check_id(context, request.instanceId)
+        await self._check_payloads(context, output=request.output)
+        await self._call(context, self._store.terminate, request.instanceId,
+                         request.output.value if request.HasField("output") else None, request.recursive)
+        return pb.TerminateResponse()
+
+    async def SuspendInstance(self, request: pb.SuspendRequest, context):
+        await self._check_id(context, request.instanceId)
+        await self._call(context, self._store.suspend, request.instanceId, request.reason.value or None)
+        return pb.SuspendResponse()
+
+    async def ResumeInstance(self, request: pb.ResumeRequest, context):
+        await self._check_id(context, request.instanceId)
+        await self._call(context, self._store.resume, request.instanceId, request.reason.value or None)
+        return pb.ResumeResponse()
+
+    async def RestartInstance(self, request: pb.RestartInstanceRequest, context):
+        await self._check_id(context, request.instanceId)
+        state = await self._call(context, self._store.get_instance, request.instanceId, True)
+        if state is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"No orchestration instance with id "
+                                                           f"'{request.instanceId}' exists.")
+        if state.status not in TERMINAL_STATUSES:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"Orchestration instance '{request.instanceId}' has not finished; only finished "
+                                "instances can be restarted.")
+        new_id = uuid.uuid4().hex if request.restartWithNewInstanceId else request.instanceId
+        new = NewInstance(instance_id=new_id, name=state.name, version=state.version, input=state.input,
+                          tags=state.tags)
+        await self._call(context, self._store.create_instance, new, tuple(TERMINAL_STATUSES))
+        return pb.RestartInstanceResponse(instanceId=new_id)
+
+    async def QueryInstances(self, request: pb.QueryInstancesRequest, context):
+        q = request.query
+        query = InstanceQuery(
+            statuses=tuple(q.runtimeStatus),
+            created_from=epoch(q.createdTimeFrom) if q.HasField("createdTimeFrom") else None,
+            created_to=epoch(q.createdTimeTo) if q.HasField("createdTimeTo") else None,
+            id_prefix=q.instanceIdPrefix.value, page_size=q.maxInstanceCount or DEFAULT_PAGE_SIZE,
+            after_id=q.continuationToken.value or None, include_payloads=q.fetchInputsAndOutputs)
+        states, more = await self._call(context, self._store.query_instances, query)
+        return pb.QueryInstancesResponse(orchestrationState=[to_orchestration_state(s) for s in states],
+                                         continuationToken=optional_string(more))
+
+    async def ListInstanceIds(self, request: pb.ListInstanceIdsRequest, context):
+        ids, more = await self._call(
+            context, self._store.list_instance_ids, tuple(request.runtimeStatus),
+            epoch(request.completedTimeFrom) if request.HasField("completedTimeFrom") else None,
+            epoch(request.completedTimeTo) if request.HasField("completedTimeTo") else None,
+            request.pageSize or DEFAULT_PAGE_SIZE, request.lastInstanceKey.value or None)
+        return pb.ListInstanceIdsResponse(instanceIds=ids, lastInstanceKey=optional_string(more))
+
+    async def PurgeInstances(self, request: pb.PurgeInstancesRequest, context):
+        which = request.WhichOneof("request")
+        if which == "instanceId":
+            await self._check_id(context, request.instanceId)
+            deleted = await self._call(context, self._store.purge, [request.instanceId], None, request.recursive)
+        elif which == "instanceBatch":
+            deleted = await self._call(context, self._store.purge, list(request.instanceBatch.instanceIds), None,
+                                       request.recursive)
+        elif which == "purgeInstanceFilter":
+            f = request.purgeInstanceFilter
+            where = PurgeFilter(created_from=epoch(f.createdTimeFrom) if f.HasField("createdTimeFrom") else None,
+                                created_to=epoch(f.createdTimeTo) if f.HasField("createdTimeTo") else None,
+                                statuses=tuple(f.runtimeStatus))
+            deleted = await self._call(context, self._store.purge, None, where, request.recursive)
+        else:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "Say what to purge: an instance id, a batch of ids, or a filter.")
+        return pb.PurgeInstancesResponse(deletedInstanceCount=deleted, isComplete=wrappers_pb2.BoolValue(value=True))
+
+    async def StreamInstanceHistory(self, request: pb.StreamInstanceHistoryRequest, context):
+        await self._check_id(context, request.instanceId)
+        history = await self._call(context, self._store.get_history, request.instanceId)
+        for start in range(0, len(history), HISTORY_CHUNK_EVENTS):
+            yield pb.HistoryChunk(events=history[start:start + HISTORY_CHUNK_EVENTS])
+
+    async def CreateTaskHub(self, request, context):
+        return pb.CreateTaskHubResponse()  # the store creates its schema on open
+
+    async def DeleteTaskHub(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "Deleting the task hub is not supported; delete the store file instead.")
+
+    # -- worker RPCs --------------------------------------------------------------------------
+    async def GetWorkItems(self, request: pb.GetWorkItemsRequest, context):
+        stream = self._dispatcher.open_stream(
+            work_filters(request), request.maxConcurrentOrchestrationWorkItems or DEFAULT_CONCURRENCY,
+            request.maxConcurrentActivityWorkItems or DEFAULT_CONCURRENCY)
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(stream.outbox.get(), HEALTH_PING_SECONDS)
+                except asyncio.TimeoutError:
+                    item = pb.WorkItem(healthPing=pb.HealthPing())
+                yield item
+        finally:
+            self._dispatcher.close_stream(stream)
+
+    async def CompleteOrchestratorTask(self, request: pb.OrchestratorResponse, context):
+        try:
+            for action in request.actions:
+                kind = action.WhichOneof("orchestratorActionType")
+                body = getattr(action, kind) if kind else None
+                await self._check_payloads(context, **{f"{kind} {field}": getattr(body, field)
+                                                       for field in ("input", "result", "data")
+                                                       if hasattr(body, field)})
+            await self._check_payloads(context, custom_status=request.customStatus)
+            await self._call(context, self._store.complete_orchestration, request.completionToken, request)
+        finally:
+            self._dispatcher.settled(request.completionToken)
+        return pb.CompleteTaskResponse()
+
+    async def CompleteActivityTask(self, request: pb.ActivityResponse, context):
+        try:
+            await self._check_payloads(context, activity_result=request.result)
+            await self._call(context, self._store.complete_activity, request.completionToken, request)
+        finally:
+            self._dispatcher.settled(request.completionToken)
+        return pb.CompleteTaskResponse()
+
+    async def AbandonTaskOrchestratorWorkItem(self, request: pb.AbandonOrchestrationTaskRequest, context):
+        await self._abandon(request.completionToken, context)
+        return pb.AbandonOrchestrationTaskResponse()
+
+    async def AbandonTaskActivityWorkItem(self, request: pb.AbandonActivityTaskRequest, context):
+        await self._abandon(request.completionToken, context)
+        return pb.AbandonActivityTaskResponse()
+
+    async def _abandon(self, token: str, context) -> None:
+        try:
+            await self._call(context, self._store.abandon, token, ABANDON_BACKOFF_SECONDS)
+        finally:
+            self._dispatcher.settled(token)
+
+    # -- not supported ------------------------------------------------------------------------
+    async def _entities_unsupported(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Durable entities are not supported by this task hub "
+                                                           "server.")
+
+    SignalEntity = GetEntity = QueryEntities = CleanEntityStorage = _entities_unsupported
+    CompleteEntityTask = AbandonTaskEntityWorkItem = _entities_unsupported
+
+    async def RewindInstance(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Rewinding instances is not supported by this task hub "
+                                                           "server.")
+
+    async def SkipGracefulOrchestrationTerminations(self, request, context):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Skipping graceful terminations is not supported: "
+                                                           "this server always terminates at once.")

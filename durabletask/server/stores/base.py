@@ -1,0 +1,209 @@
+"""The store interface: everything the task hub server persists, as one small contract that the
+SQLite and PostgreSQL stores both implement (and both pass `tests/test_store_conformance.py`).
+
+Every method is synchronous and atomic: it either commits all of its effects or none. Work items
+are leased: a claim returns a completion token, and only the holder of the current token may
+complete or abandon the item (fencing), so work is never applied twice.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Callable
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+
+TERMINAL_STATUSES = frozenset({
+    pb.ORCHESTRATION_STATUS_COMPLETED,
+    pb.ORCHESTRATION_STATUS_FAILED,
+    pb.ORCHESTRATION_STATUS_TERMINATED,
+})
+
+
+def status_name(status: int) -> str:
+    """RUNNING, PENDING, ... (the enum name without its ORCHESTRATION_STATUS_ prefix)."""
+    return pb.OrchestrationStatus.Name(status).removeprefix("ORCHESTRATION_STATUS_")
+
+
+class StoreError(Exception):
+    """A request the store refuses; the message is one sentence meant for the caller."""
+
+
+class InstanceNotFound(StoreError):
+    pass
+
+
+class InstanceExists(StoreError):
+    pass
+
+
+class StaleToken(StoreError):
+    """The completion token is unknown or no longer holds the lease (someone else owns the work)."""
+
+
+class WrongState(StoreError):
+    """The instance is in a status that does not allow the operation."""
+
+
+@dataclass(frozen=True)
+class NameFilter:
+    """Accept work items named `name`; with `versions`, only those versions ('' = unversioned)."""
+    name: str
+    versions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorkFilters:
+    """What a worker stream accepts. `None` for a kind means "everything of that kind";
+    an empty tuple means "nothing of that kind"."""
+    orchestrations: tuple[NameFilter, ...] | None = None
+    activities: tuple[NameFilter, ...] | None = None
+
+
+ACCEPT_ALL = WorkFilters()
+
+
+@dataclass
+class NewInstance:
+    instance_id: str
+    name: str
+    version: str = ""
+    input: str | None = None
+    scheduled_start: float | None = None  # epoch seconds; None = now
+    tags: dict[str, str] = field(default_factory=dict)
+    parent: pb.ParentInstanceInfo | None = None
+    execution_id: str | None = None  # generated when None
+
+
+@dataclass
+class InstanceState:
+    instance_id: str
+    execution_id: str
+    name: str
+    version: str
+    status: int
+    created_at: float
+    updated_at: float
+    completed_at: float | None
+    scheduled_start: float | None
+    input: str | None
+    output: str | None
+    custom_status: str | None
+    failure_details: pb.TaskFailureDetails | None
+    parent_instance_id: str | None
+    tags: dict[str, str]
+
+
+@dataclass
+class InstanceQuery:
+    statuses: tuple[int, ...] = ()
+    created_from: float | None = None
+    created_to: float | None = None  # exclusive
+    id_prefix: str = ""
+    page_size: int = 100
+    after_id: str | None = None  # continuation: the last instance id of the previous page
+    include_payloads: bool = False
+
+
+@dataclass
+class PurgeFilter:
+    created_from: float | None = None
+    created_to: float | None = None  # exclusive
+    statuses: tuple[int, ...] = ()  # only terminal statuses are ever purged
+
+
+@dataclass
+class WorkItem:
+    token: str
+    request: pb.OrchestratorRequest | pb.ActivityRequest
+
+
+@dataclass
+class ClaimResult:
+    orchestrations: list[WorkItem]
+    activities: list[WorkItem]
+    next_ready_at: float | None  # earliest future time more work becomes claimable (timers, leases, back-off)
+
+
+@dataclass
+class CommitNotice:
+    """What a committed write changed, for whoever waits on it (dispatcher, status waiters)."""
+    work_ready: bool = False
+    status_changed: set[str] = field(default_factory=set)
+
+
+class Store(abc.ABC):
+    """Persists instances, their history and inbox, and the activity queue."""
+
+    def add_commit_listener(self, listener: Callable[[CommitNotice], None]) -> None:
+        """`listener` is called (from the store's writer thread) after each commit."""
+
+    # -- instances ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create_instance(self, new: NewInstance, replaceable: tuple[int, ...] = ()) -> str:
+        """Create an instance (PENDING, ExecutionStarted in its inbox). If the id exists, replace it
+        when its status is in `replaceable`, else raise InstanceExists. Returns the execution id."""
+
+    @abc.abstractmethod
+    def get_instance(self, instance_id: str, include_payloads: bool = True) -> InstanceState | None: ...
+
+    @abc.abstractmethod
+    def get_history(self, instance_id: str) -> list[pb.HistoryEvent]:
+        """The committed history of the current execution; raises InstanceNotFound."""
+
+    @abc.abstractmethod
+    def raise_event(self, instance_id: str, name: str, data: str | None) -> None:
+        """Queue an EventRaised (held while suspended, dropped once finished); InstanceNotFound."""
+
+    @abc.abstractmethod
+    def terminate(self, instance_id: str, output: str | None, recursive: bool) -> None:
+        """Finish the instance as TERMINATED now (children too when `recursive`); no-op if finished."""
+
+    @abc.abstractmethod
+    def suspend(self, instance_id: str, reason: str | None) -> None: ...
+
+    @abc.abstractmethod
+    def resume(self, instance_id: str, reason: str | None) -> None: ...
+
+    @abc.abstractmethod
+    def query_instances(self, query: InstanceQuery) -> tuple[list[InstanceState], str | None]:
+        """A page of instances ordered by id, and the continuation (last id) when more may follow."""
+
+    @abc.abstractmethod
+    def list_instance_ids(self, statuses: tuple[int, ...], completed_from: float | None,
+                          completed_to: float | None, page_size: int,
+                          after: str | None) -> tuple[list[str], str | None]:
+        """Finished instance ids ordered by completion time; continuation key when more may follow."""
+
+    @abc.abstractmethod
+    def purge(self, instance_ids: list[str] | None = None, where: PurgeFilter | None = None,
+              recursive: bool = False) -> int:
+        """Delete finished instances (by id or by filter; with `recursive`, their sub-orchestrations
+        too). Returns how many were deleted. Purging an unfinished instance by id raises WrongState."""
+
+    @abc.abstractmethod
+    def instance_counts(self) -> list[tuple[str, str, int, int]]:
+        """(name, version, status, count) for every non-zero combination; cheap at any size."""
+
+    # -- work items ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def claim(self, max_orchestrations: int, max_activities: int, filters: WorkFilters,
+              lease_seconds: float) -> ClaimResult:
+        """Lease up to the given numbers of ready orchestration and activity work items that match
+        `filters` (matching happens in the query, before anything is leased)."""
+
+    @abc.abstractmethod
+    def complete_orchestration(self, token: str, response: pb.OrchestratorResponse) -> None:
+        """Apply one episode's actions atomically; StaleToken if the lease was lost."""
+
+    @abc.abstractmethod
+    def complete_activity(self, token: str, response: pb.ActivityResponse) -> None:
+        """Deliver the activity's result to its orchestration's inbox; StaleToken if the lease was lost."""
+
+    @abc.abstractmethod
+    def abandon(self, token: str, retry_after: float = 0.0) -> None:
+        """Return a leased work item (either kind) to the queue, claimable after `retry_after` seconds."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
