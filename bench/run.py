@@ -43,16 +43,18 @@ class BenchFailed(Exception):
 class Side:
     title: str
     python: Callable[[], Path]          # interpreter whose `durabletask` is measured
-    sdk_home: Callable[[], Path]        # where that `durabletask` must be imported from
+    sdk_home: Path                      # where that `durabletask` must be imported from
     hub: Callable[[Path], object]       # temp dir -> hub process (has start/stop/address)
 
 
+# "Ours" is the SDK and server in this checkout (the workload gets PYTHONPATH=REPO, the server runs
+# with cwd=REPO), so `python /a/snapshot/bench/run.py` measures that snapshot, not the editable install.
 SIDES = {
-    "theirs": Side("theirs: MS SDK + MS in-memory", ms_python, lambda: MS_VENV, lambda tmp: MsBackendProcess()),
-    "ours": Side("ours: our SDK + our server/SQLite", lambda: Path(sys.executable), lambda: REPO / "durabletask",
+    "theirs": Side("theirs: MS SDK + MS in-memory", ms_python, MS_VENV, lambda tmp: MsBackendProcess()),
+    "ours": Side("ours: our SDK + our server/SQLite", lambda: Path(sys.executable), REPO,
                  lambda tmp: ServerProcess(f"sqlite:///{tmp / 'hub.db'}")),
-    "ours-on-theirs": Side("diag: our SDK + MS in-memory", lambda: Path(sys.executable),
-                           lambda: REPO / "durabletask", lambda tmp: MsBackendProcess()),
+    "ours-on-theirs": Side("diag: our SDK + MS in-memory", lambda: Path(sys.executable), REPO,
+                           lambda tmp: MsBackendProcess()),
 }
 
 
@@ -80,6 +82,8 @@ def run_once(side_name: str, workload: str, size: int, timeout: float, tmp: Path
     hub_log = tmp / "hub.log"
     hub = side.hub(tmp)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if side.sdk_home == REPO:
+        env["PYTHONPATH"] = str(REPO)
     try:
         try:
             with output_to(hub_log):
@@ -98,8 +102,8 @@ def run_once(side_name: str, workload: str, size: int, timeout: float, tmp: Path
         last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
         raise BenchFailed(f"{side_name} side: {last} (logs in {tmp})")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    if not Path(result["sdk"]).resolve().is_relative_to(side.sdk_home().resolve()):
-        raise BenchFailed(f"{side_name} side imported durabletask from {result['sdk']}, not from {side.sdk_home()}")
+    if not Path(result["sdk"]).resolve().is_relative_to(side.sdk_home.resolve()):
+        raise BenchFailed(f"{side_name} side imported durabletask from {result['sdk']}, not from {side.sdk_home}")
     return result
 
 

@@ -22,6 +22,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import grpc
+
 from durabletask import client, task, worker
 
 # Worker concurrency, identical on both sides (Microsoft's defaults depend on the CPU count).
@@ -162,8 +164,11 @@ def main() -> int:
         return 1
     except Exception as e:  # an SDK or hub error: full traceback for the log, then one line last
         traceback.print_exc()
-        first_line = (str(e).strip().splitlines() or [""])[0]
-        print(f"{args.workload} failed: {type(e).__name__}: {first_line}", file=sys.stderr)
+        if isinstance(e, grpc.RpcError):
+            reason = f"gRPC {e.code().name}: {e.details()}"
+        else:
+            reason = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+        print(f"{args.workload} failed: {reason}", file=sys.stderr)
         return 1
     print(json.dumps(result), flush=True)
     return 0
