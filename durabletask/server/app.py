@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
@@ -18,7 +17,6 @@ log = logging.getLogger("durabletask.server")
 
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
-STORE_THREADS = 32
 
 
 class TaskHubServer:
@@ -34,12 +32,11 @@ class TaskHubServer:
         self._metrics = None
         self._grpc: grpc.aio.Server | None = None
         self._dispatcher: Dispatcher | None = None
-        self._executor = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="store-call")
 
     async def start(self) -> "TaskHubServer":
         """Start serving; afterwards `port` is the bound port (useful when 0 was asked for)."""
         loop = asyncio.get_running_loop()
-        self._dispatcher = Dispatcher(self.store, self._executor, self._lease_seconds)
+        self._dispatcher = Dispatcher(self.store, self._lease_seconds)
         watchers = StatusWatchers()
 
         def on_commit(notice: CommitNotice) -> None:
@@ -52,7 +49,7 @@ class TaskHubServer:
         limit = self._max_payload * 4 + 1024 * 1024
         self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                               ("grpc.max_send_message_length", -1)])
-        servicer = TaskHubServicer(self.store, self._dispatcher, watchers, self._executor, self._max_payload)
+        servicer = TaskHubServicer(self.store, self._dispatcher, watchers, self._max_payload)
         stubs.add_TaskHubSidecarServiceServicer_to_server(servicer, self._grpc)
         self.port = self._grpc.add_insecure_port(f"{self.host}:{self.port}")
         await self._grpc.start()
@@ -67,5 +64,4 @@ class TaskHubServer:
             await self._dispatcher.stop()
         if self._metrics is not None:
             self._metrics.shutdown()
-        self._executor.shutdown(wait=True)
         self.store.close()

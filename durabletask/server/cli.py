@@ -43,6 +43,7 @@ async def serve(server: TaskHubServer, store_url: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    sys.setswitchinterval(0.0005)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store_url = args.store or f"sqlite:///{os.path.abspath(DEFAULT_STORE_FILE)}"
     try:

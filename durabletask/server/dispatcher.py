@@ -15,7 +15,6 @@ import asyncio
 import logging
 import random
 import time
-from concurrent.futures import Executor
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.server.stores.base import ClaimResult, CommitNotice, StaleToken, Store, WorkFilters
@@ -42,9 +41,8 @@ class WorkerStream:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, executor: Executor, lease_seconds: float):
+    def __init__(self, store: Store, lease_seconds: float):
         self._store = store
-        self._executor = executor
         self._lease_seconds = lease_seconds
         self._streams: set[WorkerStream] = set()
         self._holder: dict[str, WorkerStream] = {}
@@ -111,8 +109,7 @@ class Dispatcher:
 
     async def _fill(self, stream: WorkerStream) -> tuple[bool, float | None]:
         want_o, want_a = max(stream.free_orchestrations(), 0), max(stream.free_activities(), 0)
-        claim: ClaimResult = await self._loop.run_in_executor(
-            self._executor, self._store.claim, want_o, want_a, stream.filters, self._lease_seconds)
+        claim: ClaimResult = await self._store.claim(want_o, want_a, stream.filters, self._lease_seconds)
         if stream not in self._streams:  # closed while we claimed
             tokens = {item.token for item in claim.orchestrations + claim.activities}
             if tokens:
@@ -139,7 +136,7 @@ class Dispatcher:
     async def _release(self, tokens: set[str]) -> None:
         for token in tokens:
             try:
-                await self._loop.run_in_executor(self._executor, self._store.abandon, token, 0.0)
+                await self._store.abandon(token, 0.0)
             except StaleToken:
                 pass  # completed or re-leased meanwhile
             except Exception:

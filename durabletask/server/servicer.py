@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from concurrent.futures import Executor
 
 import grpc
 from google.protobuf import empty_pb2, wrappers_pb2
@@ -81,19 +80,18 @@ class StatusWatchers:
 
 
 class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
-    def __init__(self, store: Store, dispatcher: Dispatcher, watchers: StatusWatchers, executor: Executor,
-                 max_payload_bytes: int):
+    def __init__(self, store: Store, dispatcher: Dispatcher, watchers: StatusWatchers, max_payload_bytes: int):
         self._store = store
         self._dispatcher = dispatcher
         self._watchers = watchers
-        self._executor = executor
         self._max_payload = max_payload_bytes
 
     # -- helpers ------------------------------------------------------------------------------
-    async def _call(self, context, fn, *args):
-        """Run a store call off the event loop, turning its refusals into gRPC errors."""
+    @staticmethod
+    async def _call(context, fn, *args):
+        """Await a store call, turning its refusals into gRPC errors."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            return await fn(*args)
         except StoreError as error:
             await context.abort(ERROR_CODES.get(type(error), grpc.StatusCode.INVALID_ARGUMENT), str(error))
 
@@ -299,14 +297,14 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
         return pb.CompleteTaskResponse()
 
     async def AbandonTaskOrchestratorWorkItem(self, request: pb.AbandonOrchestrationTaskRequest, context):
-        await self._abandon(request.completionToken, context)
+        await self._abandon(context, request.completionToken)
         return pb.AbandonOrchestrationTaskResponse()
 
     async def AbandonTaskActivityWorkItem(self, request: pb.AbandonActivityTaskRequest, context):
-        await self._abandon(request.completionToken, context)
+        await self._abandon(context, request.completionToken)
         return pb.AbandonActivityTaskResponse()
 
-    async def _abandon(self, token: str, context) -> None:
+    async def _abandon(self, context, token: str) -> None:
         try:
             await self._call(context, self._store.abandon, token, ABANDON_BACKOFF_SECONDS)
         finally:

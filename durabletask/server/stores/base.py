@@ -1,7 +1,8 @@
 """The store interface: everything the task hub server persists, as one small contract that the
 SQLite and PostgreSQL stores both implement (and both pass `tests/test_store_conformance.py`).
 
-Every method is synchronous and atomic: it either commits all of its effects or none. Work items
+Every method is a coroutine and atomic: it either commits all of its effects or none (except
+`instance_counts`, which is synchronous so that a metrics scrape thread can call it). Work items
 are leased: a claim returns a completion token, and only the holder of the current token may
 complete or abandon the item (fencing), so work is never applied twice.
 """
@@ -141,68 +142,69 @@ class Store(abc.ABC):
 
     # -- instances ----------------------------------------------------------------------------
     @abc.abstractmethod
-    def create_instance(self, new: NewInstance, replaceable: tuple[int, ...] = ()) -> str:
+    async def create_instance(self, new: NewInstance, replaceable: tuple[int, ...] = ()) -> str:
         """Create an instance (PENDING, ExecutionStarted in its inbox). If the id exists, replace it
         when its status is in `replaceable`, else raise InstanceExists. Returns the execution id."""
 
     @abc.abstractmethod
-    def get_instance(self, instance_id: str, include_payloads: bool = True) -> InstanceState | None: ...
+    async def get_instance(self, instance_id: str, include_payloads: bool = True) -> InstanceState | None: ...
 
     @abc.abstractmethod
-    def get_history(self, instance_id: str) -> list[pb.HistoryEvent]:
+    async def get_history(self, instance_id: str) -> list[pb.HistoryEvent]:
         """The committed history of the current execution; raises InstanceNotFound."""
 
     @abc.abstractmethod
-    def raise_event(self, instance_id: str, name: str, data: str | None) -> None:
+    async def raise_event(self, instance_id: str, name: str, data: str | None) -> None:
         """Queue an EventRaised (held while suspended, dropped once finished); InstanceNotFound."""
 
     @abc.abstractmethod
-    def terminate(self, instance_id: str, output: str | None, recursive: bool) -> None:
+    async def terminate(self, instance_id: str, output: str | None, recursive: bool) -> None:
         """Finish the instance as TERMINATED now (children too when `recursive`); no-op if finished."""
 
     @abc.abstractmethod
-    def suspend(self, instance_id: str, reason: str | None) -> None: ...
+    async def suspend(self, instance_id: str, reason: str | None) -> None: ...
 
     @abc.abstractmethod
-    def resume(self, instance_id: str, reason: str | None) -> None: ...
+    async def resume(self, instance_id: str, reason: str | None) -> None: ...
 
     @abc.abstractmethod
-    def query_instances(self, query: InstanceQuery) -> tuple[list[InstanceState], str | None]:
+    async def query_instances(self, query: InstanceQuery) -> tuple[list[InstanceState], str | None]:
         """A page of instances ordered by id, and the continuation (last id) when more may follow."""
 
     @abc.abstractmethod
-    def list_instance_ids(self, statuses: tuple[int, ...], completed_from: float | None,
+    async def list_instance_ids(self, statuses: tuple[int, ...], completed_from: float | None,
                           completed_to: float | None, page_size: int,
                           after: str | None) -> tuple[list[str], str | None]:
         """Finished instance ids ordered by completion time; continuation key when more may follow."""
 
     @abc.abstractmethod
-    def purge(self, instance_ids: list[str] | None = None, where: PurgeFilter | None = None,
+    async def purge(self, instance_ids: list[str] | None = None, where: PurgeFilter | None = None,
               recursive: bool = False) -> int:
         """Delete finished instances (by id or by filter; with `recursive`, their sub-orchestrations
         too). Returns how many were deleted. Purging an unfinished instance by id raises WrongState."""
 
     @abc.abstractmethod
     def instance_counts(self) -> list[tuple[str, str, int, int]]:
-        """(name, version, status, count) for every non-zero combination; cheap at any size."""
+        """(name, version, status, count) for every combination seen so far (zeros included, so a
+        gauge drops to 0 rather than vanishing); cheap at any size."""
 
     # -- work items ---------------------------------------------------------------------------
     @abc.abstractmethod
-    def claim(self, max_orchestrations: int, max_activities: int, filters: WorkFilters,
+    async def claim(self, max_orchestrations: int, max_activities: int, filters: WorkFilters,
               lease_seconds: float) -> ClaimResult:
         """Lease up to the given numbers of ready orchestration and activity work items that match
         `filters` (matching happens in the query, before anything is leased)."""
 
     @abc.abstractmethod
-    def complete_orchestration(self, token: str, response: pb.OrchestratorResponse) -> None:
+    async def complete_orchestration(self, token: str, response: pb.OrchestratorResponse) -> None:
         """Apply one episode's actions atomically; StaleToken if the lease was lost."""
 
     @abc.abstractmethod
-    def complete_activity(self, token: str, response: pb.ActivityResponse) -> None:
+    async def complete_activity(self, token: str, response: pb.ActivityResponse) -> None:
         """Deliver the activity's result to its orchestration's inbox; StaleToken if the lease was lost."""
 
     @abc.abstractmethod
-    def abandon(self, token: str, retry_after: float = 0.0) -> None:
+    async def abandon(self, token: str, retry_after: float = 0.0) -> None:
         """Return a leased work item (either kind) to the queue, claimable after `retry_after` seconds."""
 
     @abc.abstractmethod

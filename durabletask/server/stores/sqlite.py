@@ -14,6 +14,7 @@ changed in the same transaction as every status change).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import queue
@@ -22,7 +23,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -105,6 +106,7 @@ CREATE TABLE instance_counts (
 
 TERMINAL = tuple(sorted(TERMINAL_STATUSES))
 MAX_BATCH = 500
+READ_THREADS = 8
 INSTANCE_COLUMNS = ("instance_id, execution_id, name, version, status, created_at, updated_at, completed_at, "
                     "scheduled_start, input, output, custom_status, failure_details, parent_instance_id, tags")
 
@@ -161,6 +163,7 @@ class SqliteStore(Store):
         self.path = path
         self._listeners: list[Callable[[CommitNotice], None]] = []
         self._readers = threading.local()
+        self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="sqlite-reader")
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         writer_conn = _connect(path)
         self._migrate(writer_conn)
@@ -184,10 +187,14 @@ class SqliteStore(Store):
     def add_commit_listener(self, listener: Callable[[CommitNotice], None]) -> None:
         self._listeners.append(listener)
 
-    def _write(self, fn: Callable, *args) -> Any:
+    def _write(self, fn: Callable, *args) -> asyncio.Future:
+        """Queue `fn(tx, *args)` for the writer; the result resolves on the caller's event loop."""
         done: Future = Future()
         self._requests.put((fn, args, done))
-        return done.result()
+        return asyncio.wrap_future(done)
+
+    def _read(self, fn: Callable, *args) -> asyncio.Future:
+        return asyncio.get_running_loop().run_in_executor(self._read_pool, fn, *args)
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         while True:
@@ -240,6 +247,7 @@ class SqliteStore(Store):
     def close(self) -> None:
         self._requests.put(None)
         self._writer.join()
+        self._read_pool.shutdown()
 
     # -- shared transaction steps -------------------------------------------------------------
     @staticmethod
@@ -365,8 +373,8 @@ class SqliteStore(Store):
         return True
 
     # -- instances ----------------------------------------------------------------------------
-    def create_instance(self, new: NewInstance, replaceable: tuple[int, ...] = ()) -> str:
-        return self._write(self._create_instance, new, replaceable)
+    async def create_instance(self, new: NewInstance, replaceable: tuple[int, ...] = ()) -> str:
+        return await self._write(self._create_instance, new, replaceable)
 
     def _create_instance(self, tx: _Tx, new: NewInstance, replaceable: tuple[int, ...]) -> str:
         row = tx.one("SELECT status FROM instances WHERE instance_id = ?", new.instance_id)
@@ -377,7 +385,10 @@ class SqliteStore(Store):
             self._delete_instance(tx, new.instance_id)
         return self._insert_instance(tx, new)
 
-    def get_instance(self, instance_id: str, include_payloads: bool = True) -> InstanceState | None:
+    async def get_instance(self, instance_id: str, include_payloads: bool = True) -> InstanceState | None:
+        return await self._read(self._get_instance, instance_id, include_payloads)
+
+    def _get_instance(self, instance_id: str, include_payloads: bool) -> InstanceState | None:
         row = self._reader().execute(f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?",
                                      (instance_id,)).fetchone()
         return None if row is None else self._state(row, include_payloads)
@@ -394,33 +405,36 @@ class SqliteStore(Store):
             failure_details=pb.TaskFailureDetails.FromString(failure) if failure is not None else None,
             parent_instance_id=parent_id, tags=json.loads(tags))
 
-    def get_history(self, instance_id: str) -> list[pb.HistoryEvent]:
+    async def get_history(self, instance_id: str) -> list[pb.HistoryEvent]:
+        return await self._read(self._get_history, instance_id)
+
+    def _get_history(self, instance_id: str) -> list[pb.HistoryEvent]:
         conn = self._reader()
         if conn.execute("SELECT 1 FROM instances WHERE instance_id = ?", (instance_id,)).fetchone() is None:
             raise InstanceNotFound(f"No orchestration instance with id '{instance_id}' exists.")
         blobs = conn.execute("SELECT events FROM history WHERE instance_id = ? ORDER BY episode", (instance_id,))
         return list(pb.OrchestratorRequest.FromString(b"".join(blob for (blob,) in blobs)).pastEvents)
 
-    def raise_event(self, instance_id: str, name: str, data: str | None) -> None:
-        self._write(self._raise_event, instance_id, name, data)
+    async def raise_event(self, instance_id: str, name: str, data: str | None) -> None:
+        return await self._write(self._raise_event, instance_id, name, data)
 
     def _raise_event(self, tx: _Tx, instance_id: str, name: str, data: str | None) -> None:
         raised = event(tx.now, eventRaised=pb.EventRaisedEvent(name=name, input=episodes.optional_string(data)))
         if not self._deliver(tx, Deliver(instance_id, raised)):
             raise InstanceNotFound(f"No orchestration instance with id '{instance_id}' exists.")
 
-    def terminate(self, instance_id: str, output: str | None, recursive: bool) -> None:
-        self._write(self._terminate_or_raise, instance_id, output, recursive)
+    async def terminate(self, instance_id: str, output: str | None, recursive: bool) -> None:
+        return await self._write(self._terminate_or_raise, instance_id, output, recursive)
 
     def _terminate_or_raise(self, tx: _Tx, instance_id: str, output: str | None, recursive: bool) -> None:
         if not self._terminate(tx, instance_id, output, recursive):
             raise InstanceNotFound(f"No orchestration instance with id '{instance_id}' exists.")
 
-    def suspend(self, instance_id: str, reason: str | None) -> None:
-        self._write(self._suspend_or_resume, instance_id, reason, True)
+    async def suspend(self, instance_id: str, reason: str | None) -> None:
+        return await self._write(self._suspend_or_resume, instance_id, reason, True)
 
-    def resume(self, instance_id: str, reason: str | None) -> None:
-        self._write(self._suspend_or_resume, instance_id, reason, False)
+    async def resume(self, instance_id: str, reason: str | None) -> None:
+        return await self._write(self._suspend_or_resume, instance_id, reason, False)
 
     def _suspend_or_resume(self, tx: _Tx, instance_id: str, reason: str | None, suspend: bool) -> None:
         row = tx.one("SELECT name, version, status, episodes FROM instances WHERE instance_id = ?", instance_id)
@@ -446,7 +460,10 @@ class SqliteStore(Store):
         # The marker travels with the buffered events, so the orchestrator sees when they arrived.
         self._deliver(tx, Deliver(instance_id, marker))
 
-    def query_instances(self, query: InstanceQuery) -> tuple[list[InstanceState], str | None]:
+    async def query_instances(self, query: InstanceQuery) -> tuple[list[InstanceState], str | None]:
+        return await self._read(self._query_instances, query)
+
+    def _query_instances(self, query: InstanceQuery) -> tuple[list[InstanceState], str | None]:
         where, params = ["1 = 1"], []
         if query.statuses:
             where.append(f"status IN ({_placeholders(query.statuses)})")
@@ -470,9 +487,14 @@ class SqliteStore(Store):
         more = len(rows) > query.page_size
         return states, (states[-1].instance_id if more else None)
 
-    def list_instance_ids(self, statuses: tuple[int, ...], completed_from: float | None,
-                          completed_to: float | None, page_size: int,
-                          after: str | None) -> tuple[list[str], str | None]:
+    async def list_instance_ids(self, statuses: tuple[int, ...], completed_from: float | None,
+                                completed_to: float | None, page_size: int,
+                                after: str | None) -> tuple[list[str], str | None]:
+        return await self._read(self._list_instance_ids, statuses, completed_from, completed_to, page_size, after)
+
+    def _list_instance_ids(self, statuses: tuple[int, ...], completed_from: float | None,
+                           completed_to: float | None, page_size: int,
+                           after: str | None) -> tuple[list[str], str | None]:
         statuses = tuple(s for s in statuses or TERMINAL if s in TERMINAL_STATUSES)
         if not statuses:
             return [], None
@@ -494,9 +516,9 @@ class SqliteStore(Store):
         more = len(rows) > page_size
         return [iid for _, iid in page], (f"{page[-1][0]!r}|{page[-1][1]}" if more else None)
 
-    def purge(self, instance_ids: list[str] | None = None, where: PurgeFilter | None = None,
+    async def purge(self, instance_ids: list[str] | None = None, where: PurgeFilter | None = None,
               recursive: bool = False) -> int:
-        return self._write(self._purge, instance_ids, where, recursive)
+        return await self._write(self._purge, instance_ids, where, recursive)
 
     def _purge(self, tx: _Tx, instance_ids: list[str] | None, where: PurgeFilter | None, recursive: bool) -> int:
         if instance_ids is None:
@@ -534,9 +556,9 @@ class SqliteStore(Store):
         return self._reader().execute("SELECT name, version, status, count FROM instance_counts").fetchall()
 
     # -- work items ---------------------------------------------------------------------------
-    def claim(self, max_orchestrations: int, max_activities: int, filters: WorkFilters,
+    async def claim(self, max_orchestrations: int, max_activities: int, filters: WorkFilters,
               lease_seconds: float) -> ClaimResult:
-        return self._write(self._claim, max_orchestrations, max_activities, filters, lease_seconds)
+        return await self._write(self._claim, max_orchestrations, max_activities, filters, lease_seconds)
 
     def _claim(self, tx: _Tx, max_orchestrations: int, max_activities: int, filters: WorkFilters,
                lease_seconds: float) -> ClaimResult:
@@ -593,8 +615,8 @@ class SqliteStore(Store):
                              "the result was not applied.")
         return row
 
-    def complete_orchestration(self, token: str, response: pb.OrchestratorResponse) -> None:
-        self._write(self._complete_orchestration, token, response)
+    async def complete_orchestration(self, token: str, response: pb.OrchestratorResponse) -> None:
+        return await self._write(self._complete_orchestration, token, response)
 
     def _complete_orchestration(self, tx: _Tx, token: str, response: pb.OrchestratorResponse) -> None:
         row = self._leased_instance(tx, token)
@@ -661,8 +683,8 @@ class SqliteStore(Store):
         for seed in [episodes.execution_started(new, execution_id, tx.now), *can.carryover]:
             self._enqueue(tx, iid, seed, None, visible_at=0.0)
 
-    def complete_activity(self, token: str, response: pb.ActivityResponse) -> None:
-        self._write(self._complete_activity, token, response)
+    async def complete_activity(self, token: str, response: pb.ActivityResponse) -> None:
+        return await self._write(self._complete_activity, token, response)
 
     def _complete_activity(self, tx: _Tx, token: str, response: pb.ActivityResponse) -> None:
         activity_id = self._leased_activity(tx, token)
@@ -687,8 +709,8 @@ class SqliteStore(Store):
                              "the result was not applied.")
         return row[0]
 
-    def abandon(self, token: str, retry_after: float = 0.0) -> None:
-        self._write(self._abandon, token, retry_after)
+    async def abandon(self, token: str, retry_after: float = 0.0) -> None:
+        return await self._write(self._abandon, token, retry_after)
 
     def _abandon(self, tx: _Tx, token: str, retry_after: float) -> None:
         if token.startswith("a"):
