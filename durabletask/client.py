@@ -55,14 +55,14 @@ class OrchestrationState:
     serialized_custom_status: str | None
     failure_details: task.FailureDetails | None
 
-    def get_input(self) -> Any:
-        return payloads.from_json(self.serialized_input)
+    def get_input(self, expected_type: type | None = None) -> Any:
+        return payloads.from_json(self.serialized_input, expected_type)
 
-    def get_output(self) -> Any:
-        return payloads.from_json(self.serialized_output)
+    def get_output(self, expected_type: type | None = None) -> Any:
+        return payloads.from_json(self.serialized_output, expected_type)
 
-    def get_custom_status(self) -> Any:
-        return payloads.from_json(self.serialized_custom_status)
+    def get_custom_status(self, expected_type: type | None = None) -> Any:
+        return payloads.from_json(self.serialized_custom_status, expected_type)
 
     def raise_if_failed(self) -> None:
         if self.failure_details is not None:

@@ -56,22 +56,28 @@ class OrchestrationContext(ABC):
     def call_activity(self, activity: Activity[TInput, TOutput] | str, *,
                       input: TInput | None = None,
                       retry_policy: RetryPolicy | None = None,
-                      tags: dict[str, str] | None = None) -> Task[TOutput]:
-        """Schedule an activity (a function or its registered name); the task yields its result."""
+                      tags: dict[str, str] | None = None,
+                      return_type: type | None = None) -> Task[TOutput]:
+        """Schedule an activity (a function or its registered name); the task yields its result.
+
+        The result is built into `return_type`, or else into the activity's annotated return
+        type, when that is a dataclass or has a `from_json` classmethod.
+        """
 
     @abstractmethod
     def call_sub_orchestrator(self, orchestrator: Orchestrator[TInput, TOutput] | str, *,
                               input: TInput | None = None,
                               instance_id: str | None = None,
                               retry_policy: RetryPolicy | None = None,
-                              version: str | None = None) -> Task[TOutput]:
+                              version: str | None = None,
+                              return_type: type | None = None) -> Task[TOutput]:
         """Start a child orchestration; the task yields its output.
 
         The child gets `version`, or else the worker's default version; never the parent's.
         """
 
     @abstractmethod
-    def wait_for_external_event(self, name: str) -> Task[Any]:
+    def wait_for_external_event(self, name: str, *, data_type: type | None = None) -> Task[Any]:
         """A task that completes with the payload of the next event named `name` (case-insensitive)."""
 
     @abstractmethod
@@ -169,6 +175,11 @@ class Task(ABC, Generic[T]):
 class CompletableTask(Task[T]):
     """A task completed from outside: by a history event the replay engine processes."""
 
+    def __init__(self, expected_type: type | None = None) -> None:
+        super().__init__()
+        # What to build the JSON result into (a dataclass, say); None keeps plain JSON values.
+        self.expected_type = expected_type
+
     def complete(self, result: T) -> None:
         if self._is_complete:
             raise ValueError("The task has already completed.")
@@ -183,8 +194,9 @@ class CompletableTask(Task[T]):
 class RetryableTask(CompletableTask[T]):
     """An activity or sub-orchestration call that is re-scheduled after failures, per its policy."""
 
-    def __init__(self, retry_policy: RetryPolicy, first_attempt_at: datetime) -> None:
-        super().__init__()
+    def __init__(self, retry_policy: RetryPolicy, first_attempt_at: datetime,
+                 expected_type: type | None = None) -> None:
+        super().__init__(expected_type)
         self.retry_policy = retry_policy
         self.first_attempt_at = first_attempt_at
         self.attempt_count = 1

@@ -8,6 +8,7 @@ reconnects with capped, jittered exponential back-off until `stop()` is called.
 
 import logging
 import os
+import queue
 import random
 import threading
 import time
@@ -35,6 +36,9 @@ RECONNECT_CAP_SECONDS = 5.0
 RECONNECT_JITTER = 0.5
 # A stream that stayed open this long was a working connection, so its loss starts back-off afresh.
 HEALTHY_STREAM_SECONDS = 5.0
+# How long items already received may keep arriving after gRPC reports the call ended.
+STUCK_STREAM_GRACE_SECONDS = 1.0
+_CALL_ENDED = object()
 
 
 class ConcurrencyOptions:
@@ -134,6 +138,16 @@ class WorkItemFilters:
             activities=[pb.ActivityFilter(name=f.name, versions=f.versions) for f in self.activities],
             entities=[pb.EntityFilter(name=f.name) for f in self.entities],
         )
+
+
+def _pump(stream: Any, inbox: "queue.SimpleQueue") -> None:
+    """Move a work item stream's items into `inbox`, then a sentence saying why it ended."""
+    try:
+        for work_item in stream:
+            inbox.put(work_item)
+        inbox.put("the hub ended the stream")
+    except grpc.RpcError as error:
+        inbox.put(f"{error.code().name}: {error.details()}")
 
 
 class OrchestratorNotRegisteredError(ValueError):
@@ -299,31 +313,15 @@ class TaskHubGrpcWorker:
     # ---- the work item stream -----------------------------------------------------------
 
     def _read_work_items(self, request: pb.GetWorkItemsRequest) -> None:
+        """Keep a work item stream open until stop(), reconnecting with back-off whenever it ends."""
         failed_attempts = 0
         while not self._stopping.is_set():
             opened_at = time.monotonic()
-            received_any = False
             try:
-                stream = self._stub.GetWorkItems(request, metadata=self._metadata)
-                with self._stream_lock:
-                    self._stream = stream
-                if self._stopping.is_set():
-                    break
-                for work_item in stream:
-                    if not received_any and failed_attempts:
-                        self._logger.info("Work item stream to %s restored", self._address)
-                    received_any = True
-                    failed_attempts = 0
-                    self._dispatch(work_item)
-                reason = "the hub ended the stream"
-            except grpc.RpcError as error:
-                reason = f"{error.code().name}: {error.details()}"
+                received_any, reason = self._consume_stream(request, announce_restore=failed_attempts > 0)
             except Exception as error:  # a bug here must not kill the worker for good
                 self._logger.exception("Unexpected error while reading work items")
-                reason = repr(error)
-            finally:
-                with self._stream_lock:
-                    self._stream = None
+                received_any, reason = False, repr(error)
             if self._stopping.is_set():
                 break
             if received_any or time.monotonic() - opened_at >= HEALTHY_STREAM_SECONDS:
@@ -334,6 +332,42 @@ class TaskHubGrpcWorker:
             self._logger.warning("Work item stream to %s lost (%s); reconnecting in %.2fs (attempt %d)",
                                  self._address, reason, delay, failed_attempts)
             self._stopping.wait(delay)
+
+    def _consume_stream(self, request: pb.GetWorkItemsRequest, announce_restore: bool) -> tuple[bool, str]:
+        """Dispatch the items of one GetWorkItems call; returns (whether any came, why it ended).
+
+        A separate pump thread iterates the call, because gRPC can leave an iterator blocked for
+        good when the hub vanishes while the call is being set up, even though the call itself has
+        ended. The call's done-callback tells us it ended; a pump silent after that is abandoned.
+        """
+        stream = self._stub.GetWorkItems(request, metadata=self._metadata)
+        with self._stream_lock:
+            self._stream = stream
+        if self._stopping.is_set():
+            stream.cancel()
+        inbox: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=_pump, args=(stream, inbox), name="durabletask-stream-pump", daemon=True).start()
+        stream.add_done_callback(lambda _: inbox.put(_CALL_ENDED))
+        received_any = False
+        give_up_at: float | None = None
+        try:
+            while True:
+                try:
+                    item = inbox.get(timeout=None if give_up_at is None else max(0.0, give_up_at - time.monotonic()))
+                except queue.Empty:
+                    return received_any, f"{stream.code().name}: {stream.details()}"
+                if item is _CALL_ENDED:
+                    give_up_at = time.monotonic() + STUCK_STREAM_GRACE_SECONDS
+                elif isinstance(item, pb.WorkItem):
+                    if not received_any and announce_restore:
+                        self._logger.info("Work item stream to %s restored", self._address)
+                    received_any = True
+                    self._dispatch(item)
+                else:
+                    return received_any, item
+        finally:
+            with self._stream_lock:
+                self._stream = None
 
     def _dispatch(self, work_item: pb.WorkItem) -> None:
         kind = work_item.WhichOneof("request")
@@ -420,4 +454,5 @@ class TaskHubGrpcWorker:
         if activity is None:
             raise ActivityNotRegisteredError(f"Activity function named '{request.name}' was not registered!")
         context = task.ActivityContext(request.orchestrationInstance.instanceId, request.taskId)
-        return payloads.to_json(activity(context, payloads.from_json(payloads.unwrap(request.input))))
+        activity_input = payloads.from_json(payloads.unwrap(request.input), payloads.annotated_input_type(activity))
+        return payloads.to_json(activity(context, activity_input))

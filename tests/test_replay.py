@@ -197,13 +197,22 @@ def test_recorded_step_the_code_no_longer_takes_is_non_determinism():
     assert "takes no step" in done.failureDetails.errorMessage
 
 
-def test_result_for_a_task_the_code_never_scheduled_is_non_determinism():
-    def waits(ctx, _):
-        yield ctx.wait_for_external_event("go")
+def test_result_for_a_step_the_code_no_longer_takes_is_non_determinism_at_its_record():
+    def changed(ctx, _):
+        return (yield ctx.wait_for_external_event("go"))
 
-    done = completion(run(waits, start("waits"), [task_completed(7, "x")]))
+    past = start("changed") + [task_scheduled(1, "old_step")]
+    done = completion(run(changed, past, [task_completed(1, "x")]))
     assert done.failureDetails.errorType == "durabletask.task.NonDeterminismError"
-    assert "sequence number 7" in done.failureDetails.errorMessage
+    assert "call_activity('old_step')" in done.failureDetails.errorMessage
+
+
+def test_stale_timer_from_an_earlier_execution_is_ignored():
+    def waits(ctx, _):
+        return (yield ctx.wait_for_external_event("go"))
+
+    result = run(waits, start("waits"), [timer_fired(9, T0), event_raised("go", "went")])
+    assert output_of(result) == "went"
 
 
 # ---- time, timers, uuids ---------------------------------------------------------------------

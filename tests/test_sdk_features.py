@@ -86,19 +86,21 @@ class Order:
     quantity: int
 
 
-def order_summary(ctx, order):
-    return f"{order['quantity']} x {order['item']}"
+def double_order(ctx, order: Order) -> Order:
+    return Order(order.item, order.quantity * 2)
 
 
-def takes_order(ctx, order):
-    return (yield ctx.call_activity(order_summary, input=order))
+def takes_order(ctx, order: Order):
+    doubled = yield ctx.call_activity(double_order, input=order)
+    return f"{doubled.quantity} x {doubled.item}"
 
 
-def test_dataclass_input_travels_as_a_json_object(hub, hub_address):
-    with running_worker(hub_address, [takes_order], [order_summary]):
+def test_dataclasses_travel_as_json_objects_and_are_rebuilt_from_annotations(hub, hub_address):
+    with running_worker(hub_address, [takes_order], [double_order]):
         state = run_to_end(hub, takes_order, input=Order("apple", 3))
     assert state.get_input() == {"item": "apple", "quantity": 3}
-    assert state.get_output() == "3 x apple"
+    assert state.get_input(Order) == Order("apple", 3)
+    assert state.get_output() == "6 x apple"
 
 
 # ---- failures ---------------------------------------------------------------------------------

@@ -8,7 +8,11 @@ JSON objects of their fields, enums as their value, namedtuples as arrays, and a
 
 import dataclasses
 import enum
+import functools
+import inspect
 import json
+import typing
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,10 +32,48 @@ def to_json(value: Any) -> str | None:
         raise TypeError(f"Cannot encode a value of type '{type(value).__name__}' as JSON: {error}") from error
 
 
-def from_json(text: str | None) -> Any:
+def from_json(text: str | None, expected_type: type | None = None) -> Any:
+    """Decode a payload; with `expected_type` a dataclass (or a type with `from_json`), build one."""
     if not text:
         return None
-    return json.loads(text, object_hook=_read_legacy_object)
+    value = json.loads(text, object_hook=_read_legacy_object)
+    if expected_type is None:
+        return value
+    if isinstance(value, SimpleNamespace):
+        value = vars(value)
+    from_json_hook = getattr(expected_type, "from_json", None)
+    if callable(from_json_hook):
+        return from_json_hook(value)
+    if dataclasses.is_dataclass(expected_type) and isinstance(value, dict):
+        return expected_type(**value)
+    return value
+
+
+@functools.lru_cache(maxsize=1024)
+def annotated_input_type(fn: Callable[..., Any]) -> type | None:
+    """The type a function declares for its input (second parameter), if payloads can be built into it."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+        hints = typing.get_type_hints(fn) if len(parameters) > 1 else {}
+    except (TypeError, ValueError, NameError):
+        return None
+    return _buildable(hints.get(parameters[1].name)) if len(parameters) > 1 else None
+
+
+@functools.lru_cache(maxsize=1024)
+def annotated_output_type(fn: Callable[..., Any]) -> type | None:
+    """The type a function declares it returns, if payloads can be built into it."""
+    try:
+        return _buildable(typing.get_type_hints(fn).get("return"))
+    except (TypeError, ValueError, NameError):
+        return None
+
+
+def _buildable(annotation: Any) -> type | None:
+    if isinstance(annotation, type) and (dataclasses.is_dataclass(annotation)
+                                         or callable(getattr(annotation, "from_json", None))):
+        return annotation
+    return None
 
 
 def to_string_value(value: Any) -> wrappers_pb2.StringValue | None:

@@ -139,7 +139,6 @@ class _OrchestrationRun(task.OrchestrationContext):
         self._custom_status: str | None = None
         # Steps the code took that the history has not (yet) recorded: the new actions.
         self._unrecorded: dict[int, pb.OrchestratorAction] = {}
-        self._task_ids: set[int] = set()
         self._waiting: dict[int, task.CompletableTask[Any]] = {}
         self._retry_actions: dict[int, pb.OrchestratorAction] = {}
         self._retry_timers: dict[int, tuple[int, task.RetryableTask[Any]]] = {}
@@ -228,16 +227,20 @@ class _OrchestrationRun(task.OrchestrationContext):
 
     def call_activity(self, activity: Any, *, input: Any = None,
                       retry_policy: task.RetryPolicy | None = None,
-                      tags: dict[str, str] | None = None) -> task.Task[Any]:
+                      tags: dict[str, str] | None = None,
+                      return_type: type | None = None) -> task.Task[Any]:
         name = self._step_name("call_activity", "an activity function", activity)
         action = pb.OrchestratorAction(scheduleTask=pb.ScheduleTaskAction(
             name=name, input=payloads.to_string_value(input), tags=tags))
-        return self._schedule(action, self._new_task(retry_policy))
+        if return_type is None and callable(activity):
+            return_type = payloads.annotated_output_type(activity)
+        return self._schedule(action, self._new_task(retry_policy, return_type))
 
     def call_sub_orchestrator(self, orchestrator: Any, *, input: Any = None,
                               instance_id: str | None = None,
                               retry_policy: task.RetryPolicy | None = None,
-                              version: str | None = None) -> task.Task[Any]:
+                              version: str | None = None,
+                              return_type: type | None = None) -> task.Task[Any]:
         name = self._step_name("call_sub_orchestrator", "an orchestrator function", orchestrator)
         action_id = self._sequence + 1
         action = pb.OrchestratorAction(createSubOrchestration=pb.CreateSubOrchestrationAction(
@@ -247,17 +250,17 @@ class _OrchestrationRun(task.OrchestrationContext):
             input=payloads.to_string_value(input),
             version=payloads.wrap(version or self._default_sub_version),
         ))
-        return self._schedule(action, self._new_task(retry_policy))
+        return self._schedule(action, self._new_task(retry_policy, return_type))
 
-    def wait_for_external_event(self, name: str) -> task.Task[Any]:
+    def wait_for_external_event(self, name: str, *, data_type: type | None = None) -> task.Task[Any]:
         if not isinstance(name, str) or not name:
             raise TypeError(f"wait_for_external_event expects a non-empty event name, but got {name!r}.")
-        waiter: task.CompletableTask[Any] = task.CompletableTask()
+        waiter: task.CompletableTask[Any] = task.CompletableTask(data_type)
         key = name.casefold()
         for index, (buffered_name, data) in enumerate(self._buffered_events):
             if buffered_name.casefold() == key:
                 del self._buffered_events[index]
-                waiter.complete(payloads.from_json(data))
+                waiter.complete(payloads.from_json(data, data_type))
                 return waiter
         self._event_waiters.setdefault(key, []).append(waiter)
         return waiter
@@ -290,18 +293,17 @@ class _OrchestrationRun(task.OrchestrationContext):
     def _schedule(self, action: pb.OrchestratorAction, pending: task.CompletableTask[Any]) -> task.CompletableTask[Any]:
         action.id = self._next_id()
         self._unrecorded[action.id] = action
-        self._task_ids.add(action.id)
         self._waiting[action.id] = pending
         if isinstance(pending, task.RetryableTask):
             self._retry_actions[action.id] = action
         return pending
 
-    def _new_task(self, retry_policy: task.RetryPolicy | None) -> task.CompletableTask[Any]:
+    def _new_task(self, retry_policy: task.RetryPolicy | None, result_type: type | None) -> task.CompletableTask[Any]:
         if retry_policy is None:
-            return task.CompletableTask()
+            return task.CompletableTask(result_type)
         if not isinstance(retry_policy, task.RetryPolicy):
             raise TypeError(f"retry_policy must be a RetryPolicy, but got a {type(retry_policy).__name__}.")
-        return task.RetryableTask(retry_policy, self._now)
+        return task.RetryableTask(retry_policy, self._now, result_type)
 
     @staticmethod
     def _step_name(method: str, what: str, target: Any) -> str:
@@ -317,7 +319,8 @@ class _OrchestrationRun(task.OrchestrationContext):
         self._version = started.version.value if started.HasField("version") else None
         if started.parentInstance.HasField("orchestrationInstance"):
             self._parent_instance_id = started.parentInstance.orchestrationInstance.instanceId
-        output = self._orchestrator(self, payloads.from_json(payloads.unwrap(started.input)))
+        input_type = payloads.annotated_input_type(self._orchestrator)
+        output = self._orchestrator(self, payloads.from_json(payloads.unwrap(started.input), input_type))
         if isinstance(output, GeneratorType):
             self._generator = output
             self._step(lambda: output.send(None))
@@ -381,23 +384,23 @@ class _OrchestrationRun(task.OrchestrationContext):
         self._match_recorded_step(event)
 
     def _on_taskCompleted(self, event: pb.HistoryEvent) -> None:
-        self._succeed(event.taskCompleted.taskScheduledId, event.taskCompleted.result, "taskCompleted")
+        self._succeed(event.taskCompleted.taskScheduledId, event.taskCompleted.result)
 
     def _on_subOrchestrationInstanceCompleted(self, event: pb.HistoryEvent) -> None:
         completed = event.subOrchestrationInstanceCompleted
-        self._succeed(completed.taskScheduledId, completed.result, "subOrchestrationInstanceCompleted")
+        self._succeed(completed.taskScheduledId, completed.result)
 
     def _on_taskFailed(self, event: pb.HistoryEvent) -> None:
         failed = event.taskFailed
-        self._failed(failed.taskScheduledId, failed.failureDetails, "Activity", "taskFailed")
+        self._failed(failed.taskScheduledId, failed.failureDetails, "Activity")
 
     def _on_subOrchestrationInstanceFailed(self, event: pb.HistoryEvent) -> None:
         failed = event.subOrchestrationInstanceFailed
-        self._failed(failed.taskScheduledId, failed.failureDetails, "Sub-orchestration", "subOrchestrationInstanceFailed")
+        self._failed(failed.taskScheduledId, failed.failureDetails, "Sub-orchestration")
 
     def _on_timerFired(self, event: pb.HistoryEvent) -> None:
         timer_id = event.timerFired.timerId
-        timer = self._take_waiting(timer_id, "timerFired")
+        timer = self._take_waiting(timer_id)
         if timer is None:
             return
         retry = self._retry_timers.pop(timer_id, None)
@@ -411,7 +414,8 @@ class _OrchestrationRun(task.OrchestrationContext):
         raised = event.eventRaised
         waiters = self._event_waiters.get(raised.name.casefold())
         if waiters and not self.is_finished:
-            waiters.pop(0).complete(payloads.from_json(payloads.unwrap(raised.input)))
+            waiter = waiters.pop(0)
+            waiter.complete(payloads.from_json(payloads.unwrap(raised.input), waiter.expected_type))
             self._resume()
         else:
             self._buffered_events.append((raised.name, payloads.unwrap(raised.input)))
@@ -455,23 +459,23 @@ class _OrchestrationRun(task.OrchestrationContext):
             f"{_describe(recorded)}, but the code now {now_does}. The orchestrator's code changed while this "
             f"instance was running, or it is not deterministic.")
 
-    def _take_waiting(self, task_id: int, event_kind: str) -> task.CompletableTask[Any] | None:
-        if task_id not in self._task_ids:
-            raise task.NonDeterminismError(
-                f"Non-deterministic orchestration: the history has a {event_kind} event for sequence number "
-                f"{task_id}, but the code never scheduled a task with that number. The orchestrator's code changed "
-                f"while this instance was running, or it is not deterministic.")
-        # A task already resolved (a duplicate delivery) has nothing left to wait for.
+    def _take_waiting(self, task_id: int) -> task.CompletableTask[Any] | None:
+        """The task a result event is for; None for results nothing waits for any more.
+
+        Those are duplicates, or results of steps taken by an earlier execution of this instance
+        (before continue_as_new) that hubs may still deliver. A result whose step the code no
+        longer takes cannot get here: the step's own history record fails the replay first.
+        """
         return self._waiting.pop(task_id, None)
 
-    def _succeed(self, task_id: int, result: Any, event_kind: str) -> None:
-        pending = self._take_waiting(task_id, event_kind)
+    def _succeed(self, task_id: int, result: Any) -> None:
+        pending = self._take_waiting(task_id)
         if pending is not None:
-            pending.complete(payloads.from_json(payloads.unwrap(result)))
+            pending.complete(payloads.from_json(payloads.unwrap(result), pending.expected_type))
             self._resume()
 
-    def _failed(self, task_id: int, details: pb.TaskFailureDetails, what: str, event_kind: str) -> None:
-        pending = self._take_waiting(task_id, event_kind)
+    def _failed(self, task_id: int, details: pb.TaskFailureDetails, what: str) -> None:
+        pending = self._take_waiting(task_id)
         if pending is None:
             return
         if isinstance(pending, task.RetryableTask) and not self.is_finished:
