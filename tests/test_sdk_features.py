@@ -353,3 +353,15 @@ def test_worker_refuses_registration_while_running(hub_address):
     with running_worker(hub_address, [counter]) as w:
         with pytest.raises(RuntimeError, match="while the worker is running"):
             w.add_orchestrator(parent)
+
+
+def test_in_flight_orchestration_finishes_after_our_server_restarts(server_factory):
+    server = server_factory()
+    with running_worker(server.address, [approval_or_timeout]), \
+            client.TaskHubGrpcClient(host_address=server.address) as c:
+        instance_id = c.schedule_new_orchestration(approval_or_timeout, instance_id=new_id("restart"))
+        c.wait_for_orchestration_start(instance_id, timeout=10)
+        server.restart()
+        c.raise_orchestration_event(instance_id, "approval", data="after restart")
+        state = c.wait_for_orchestration_completion(instance_id, timeout=30)
+    assert state.get_output() == "after restart"
