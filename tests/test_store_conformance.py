@@ -177,6 +177,19 @@ async def test_an_expired_lease_returns_the_work_and_fences_the_old_token(store)
 
 
 @run_async
+async def test_renewed_leases_do_not_expire(store):
+    await run_to_activity(store, "a")
+    await store.raise_event("a", "e", None)
+    orchestration_held = await claim_one(store, lease=0.3)
+    activity = await claim_one(store, "activities", lease=0.3)
+    for _ in range(3):
+        await asyncio.sleep(0.2)
+        await store.renew([orchestration_held.token, activity.token, "o-unknown.a"], 0.3)
+    assert await nothing_claimable(store)
+    await store.complete_activity(activity.token, activity_result(activity.request, activity.token, '"ok"'))
+
+
+@run_async
 async def test_a_token_is_applied_once(store):
     await run_to_activity(store, "a")
     activity = await claim_one(store, "activities")

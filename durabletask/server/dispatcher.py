@@ -5,8 +5,9 @@ it), a stream that opened or freed capacity, or the alarm for the earliest futur
 the store (durable timers, abandon back-offs, lease expiries; the store's ready_at index is the
 timer heap, so timers survive restarts and nothing is polled). Each round asks the store, once
 per stream with free capacity, for work matching that stream's filters, and queues it on the
-stream. It remembers which stream holds which lease, so that work held by a stream that goes
-away is released at once instead of waiting for its lease to run out.
+stream. It remembers which stream holds which lease: work held by a stream that goes away is
+released at once, and the leases of live streams are renewed, so a lease only runs out when the
+server itself lost track (a crash or restart).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._alarm: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(self._run())
+        self._tasks = [self._loop.create_task(self._run()), self._loop.create_task(self._renew_leases())]
 
     # -- signals ------------------------------------------------------------------------------
     def on_commit(self, notice: CommitNotice) -> None:
@@ -81,7 +82,8 @@ class Dispatcher:
             self._wake.set()
 
     async def stop(self) -> None:
-        self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
         if self._alarm is not None:
             self._alarm.cancel()
 
@@ -125,6 +127,18 @@ class Dispatcher:
             stream.outbox.put_nowait(pb.WorkItem(activityRequest=item.request, completionToken=item.token))
         full = (want_o > 0 and len(claim.orchestrations) == want_o) or (want_a > 0 and len(claim.activities) == want_a)
         return full, claim.next_ready_at
+
+    async def _renew_leases(self) -> None:
+        """Keep the leases of work held by live streams from running out: the SDKs cannot renew
+        them, and a long activity must not be handed to a second worker while the first still runs.
+        Leases therefore only lapse when the server loses track of a stream (a crash or restart)."""
+        while True:
+            await asyncio.sleep(self._lease_seconds / 3)
+            if self._holder:
+                try:
+                    await self._store.renew(list(self._holder), self._lease_seconds)
+                except Exception:
+                    log.exception("renewing leases failed; will retry")
 
     def _set_alarm(self, at: float | None) -> None:
         if self._alarm is not None:

@@ -2,11 +2,15 @@
 
 import asyncio
 import functools
+import queue
+import threading
 from datetime import datetime, timedelta, timezone
 
+import grpc
 from google.protobuf import timestamp_pb2, wrappers_pb2
 
 from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 
 
 def run_async(test):
@@ -65,3 +69,40 @@ def activity_result(item_request: pb.ActivityRequest, token: str, result: str | 
 def kinds(events) -> list[str]:
     """The event types of a list of HistoryEvents, e.g. ['orchestratorStarted', 'executionStarted']."""
     return [e.WhichOneof("eventType") for e in events]
+
+
+class RawWorker:
+    """A worker played by hand over raw stubs: one GetWorkItems stream, items collected in a queue."""
+
+    def __init__(self, address: str, request: pb.GetWorkItemsRequest | None = None):
+        self.channel = grpc.insecure_channel(address)
+        self.stub = stubs.TaskHubSidecarServiceStub(self.channel)
+        self._stream = self.stub.GetWorkItems(request or pb.GetWorkItemsRequest())
+        self._items: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for item in self._stream:
+                if not item.HasField("healthPing"):
+                    self._items.put(item)
+        except grpc.RpcError:
+            pass  # cancelled, or the server went away
+
+    def next(self, timeout: float = 5.0) -> pb.WorkItem:
+        try:
+            return self._items.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no work item arrived within {timeout}s") from None
+
+    def idle(self, wait: float = 0.5) -> bool:
+        """True if no work item arrives within `wait` seconds."""
+        try:
+            self._items.put(self._items.get(timeout=wait))
+            return False
+        except queue.Empty:
+            return True
+
+    def close(self) -> None:
+        self._stream.cancel()
+        self.channel.close()

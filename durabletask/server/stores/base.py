@@ -204,6 +204,10 @@ class Store(abc.ABC):
         """Deliver the activity's result to its orchestration's inbox; StaleToken if the lease was lost."""
 
     @abc.abstractmethod
+    async def renew(self, tokens: list[str], lease_seconds: float) -> None:
+        """Extend the leases these tokens still hold to `lease_seconds` from now; others are skipped."""
+
+    @abc.abstractmethod
     async def abandon(self, token: str, retry_after: float = 0.0) -> None:
         """Return a leased work item (either kind) to the queue, claimable after `retry_after` seconds."""
 

@@ -709,6 +709,20 @@ class SqliteStore(Store):
                              "the result was not applied.")
         return row[0]
 
+    async def renew(self, tokens: list[str], lease_seconds: float) -> None:
+        return await self._write(self._renew, tokens, lease_seconds)
+
+    @staticmethod
+    def _renew(tx: _Tx, tokens: list[str], lease_seconds: float) -> None:
+        lease_end = tx.now + lease_seconds
+        for token in tokens:
+            if token.startswith("a"):
+                tx.run("UPDATE activities SET ready_at = ? WHERE lease_token = ? AND id = ?", lease_end, token,
+                       token[1:].partition(".")[0])
+            else:
+                tx.run("UPDATE instances SET ready_at = ?, blocked_until = ? WHERE lease_token = ? AND instance_id = ?",
+                       lease_end, lease_end, token, token.partition(".")[2])
+
     async def abandon(self, token: str, retry_after: float = 0.0) -> None:
         return await self._write(self._abandon, token, retry_after)
 
