@@ -1,0 +1,57 @@
+"""The `durabletask-server` command: flags, default store, clear start-up errors, graceful stop,
+and the Prometheus endpoint."""
+
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import grpc
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal import orchestrator_service_pb2_grpc as stubs
+from tests.support.hub import text
+from tests.support.processes import REPO, free_port, wait_for_hub
+
+
+def server_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "durabletask.server", "--host", "127.0.0.1", "--metrics-port", "0", *args]
+
+
+def test_a_bad_store_url_is_one_clear_sentence_and_exit_code_2(tmp_path):
+    for url in ["mysql://somewhere/hub", "sqlite:///", f"sqlite:///{tmp_path}/missing-folder/hub.db"]:
+        done = subprocess.run(server_command("--port", str(free_port()), "--store", url), capture_output=True,
+                              text=True, timeout=30, cwd=REPO)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].endswith("."), done.stderr
+
+
+def test_without_a_store_it_keeps_state_in_the_working_directory_and_stops_on_sigterm(tmp_path):
+    port = free_port()
+    process = subprocess.Popen(server_command("--port", str(port)), cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_hub(f"127.0.0.1:{port}", process)
+        assert (tmp_path / "durabletask-hub.db").exists()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=15)
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    assert str(tmp_path / "durabletask-hub.db") in err
+
+
+def test_metrics_report_instances_by_name_version_and_status(server_factory):
+    metrics_port = free_port()
+    server = server_factory("--metrics-port", str(metrics_port))
+    with grpc.insecure_channel(server.address) as channel:
+        stub = stubs.TaskHubSidecarServiceStub(channel)
+        for i in range(3):
+            stub.StartInstance(pb.CreateInstanceRequest(instanceId=f"m{i}", name="billing", version=text("1.2")))
+        stub.TerminateInstance(pb.TerminateRequest(instanceId="m0"))
+    page = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    samples = {tuple(sorted(re.findall(r'(\w+)="([^"]*)"', labels))): float(value) for labels, value in
+               re.findall(r'^durabletask_orchestrations\{([^}]*)\} (\S+)$', page, re.MULTILINE)}
+    assert samples[(("name", "billing"), ("status", "PENDING"), ("version", "1.2"))] == 2
+    assert samples[(("name", "billing"), ("status", "TERMINATED"), ("version", "1.2"))] == 1
