@@ -106,14 +106,19 @@ def version_mismatch(options: VersioningOptions, orchestration_version: str | No
 
 @dataclass(frozen=True)
 class OrchestrationWorkItemFilter:
+    """Orchestrations named `name`: of any version, of `versions`, or (our hub's extension) of
+    `max_version` or older. Hubs that do not know `max_version` ignore it."""
     name: str
     versions: list[str] = field(default_factory=list)
+    max_version: str | None = None
 
 
 @dataclass(frozen=True)
 class ActivityWorkItemFilter:
+    """Activities named `name`, with the same version rules as OrchestrationWorkItemFilter."""
     name: str
     versions: list[str] = field(default_factory=list)
+    max_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,8 +139,10 @@ class WorkItemFilters:
 
     def to_proto(self) -> pb.WorkItemFilters:
         return pb.WorkItemFilters(
-            orchestrations=[pb.OrchestrationFilter(name=f.name, versions=f.versions) for f in self.orchestrations],
-            activities=[pb.ActivityFilter(name=f.name, versions=f.versions) for f in self.activities],
+            orchestrations=[pb.OrchestrationFilter(name=f.name, versions=f.versions, maxVersion=f.max_version or "")
+                            for f in self.orchestrations],
+            activities=[pb.ActivityFilter(name=f.name, versions=f.versions, maxVersion=f.max_version or "")
+                        for f in self.activities],
             entities=[pb.EntityFilter(name=f.name) for f in self.entities],
         )
 
@@ -228,8 +235,8 @@ class TaskHubGrpcWorker:
     def use_work_item_filters(self, filters: WorkItemFilters | None | object = _FILTERS_FROM_REGISTRATIONS) -> None:
         """Ask the hub for matching work only: the given filters, or (no argument) the registered names.
 
-        Filters derived from registrations carry the worker's version when it matches STRICTly.
-        Passing None removes filters again.
+        Filters derived from registrations carry the worker's version: as the only version under
+        STRICT matching, as the newest accepted one under CURRENT_OR_OLDER. None removes filters.
         """
         self._refuse_while_running("Work item filters")
         if not (filters is None or filters is _FILTERS_FROM_REGISTRATIONS or isinstance(filters, WorkItemFilters)):
@@ -254,11 +261,12 @@ class TaskHubGrpcWorker:
         if self._filters is not _FILTERS_FROM_REGISTRATIONS:
             return self._filters  # type: ignore[return-value]
         versioning = self._versioning
-        versions = ([versioning.version] if versioning and versioning.version
-                    and versioning.match_strategy == VersionMatchStrategy.STRICT else [])
+        strategy = versioning.match_strategy if versioning and versioning.version else None
+        versions = [versioning.version] if strategy == VersionMatchStrategy.STRICT else []
+        max_version = versioning.version if strategy == VersionMatchStrategy.CURRENT_OR_OLDER else None
         return WorkItemFilters(
-            orchestrations=[OrchestrationWorkItemFilter(name, list(versions)) for name in self._orchestrators],
-            activities=[ActivityWorkItemFilter(name, list(versions)) for name in self._activities],
+            orchestrations=[OrchestrationWorkItemFilter(name, list(versions), max_version) for name in self._orchestrators],
+            activities=[ActivityWorkItemFilter(name, list(versions), max_version) for name in self._activities],
         )
 
     # ---- lifecycle ----------------------------------------------------------------------

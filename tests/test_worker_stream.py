@@ -88,3 +88,17 @@ def test_strict_versioning_puts_the_worker_version_in_derived_filters(scripted_h
         w.start()
         assert hub.done.wait(10)
     assert [(f.name, list(f.versions)) for f in hub.requests[-1].workItemFilters.activities] == [("shout", ["2.0"])]
+
+
+def test_current_or_older_versioning_sends_the_newest_accepted_version(scripted_hub):
+    hub, address = scripted_hub
+    w = worker.TaskHubGrpcWorker(host_address=address)
+    w.add_activity(shout)
+    w.use_versioning(worker.VersioningOptions(version="2.0",
+                                              match_strategy=worker.VersionMatchStrategy.CURRENT_OR_OLDER))
+    w.use_work_item_filters()
+    with w:
+        w.start()
+        assert hub.done.wait(10)
+    [activity_filter] = hub.requests[-1].workItemFilters.activities
+    assert (activity_filter.name, list(activity_filter.versions), activity_filter.maxVersion) == ("shout", [], "2.0")
