@@ -300,7 +300,8 @@ def sub_orchestration(hub: Hub) -> str:
         output = hub.completed(iid).get_output()
     expect(output["first"], {"sku": "apple", "price": 9}, "result of the first sub-orchestration")
     require("negative quantity for pear" in output["second"],
-            f"a failing sub-orchestration should surface as TaskFailedError carrying its message; got {output['second']!r}")
+            "a failing sub-orchestration should surface as TaskFailedError carrying its message; "
+            f"got {output['second']!r}")
     child = hub.state(f"{iid}-line0")
     require(child is not None, "the sub-orchestration with an explicit instance id cannot be found")
     expect(child.runtime_status, OrchestrationStatus.COMPLETED, "status of the sub-orchestration")
@@ -405,7 +406,8 @@ def terminate(hub: Hub) -> str:
         except grpc.RpcError:
             pass  # a hub may refuse events for a finished instance; either way it must stay terminated
         time.sleep(0.5)
-        expect(hub.state(iid).runtime_status, OrchestrationStatus.TERMINATED, "status after an event hit a terminated instance")
+        expect(hub.state(iid).runtime_status, OrchestrationStatus.TERMINATED,
+               "status after an event hit a terminated instance")
     return "TERMINATED with the given output, and stays so"
 
 
@@ -687,7 +689,8 @@ def versioning_current_or_older(hub: Hub) -> str:
             expect(hub.completed(ids[v]).get_output(), {"worker": "2.0", "version": v}, f"output of the {v} instance")
         for v in ("3.0", "10.0"):
             state = hub.finish(ids[v])
-            expect(state.runtime_status, OrchestrationStatus.FAILED, f"status of the newer {v} instance ({describe(state)})")
+            expect(state.runtime_status, OrchestrationStatus.FAILED,
+                   f"status of the newer {v} instance ({describe(state)})")
             expect(state.failure_details.error_type, "VersionMismatch", f"errorType for the {v} instance")
     return "1.0, 2.0 and unversioned ran on a 2.0 worker; 3.0 and 10.0 FAILED"
 
@@ -732,7 +735,8 @@ def run_on_filtered_workers(hub: Hub, **functions) -> None:
         for v, iid in start_versions(hub, "1.0", "2.0", copies=3):
             state = hub.finish(iid)
             expect(state.runtime_status, OrchestrationStatus.COMPLETED,
-                   f"status of the {v} instance {iid}; FAILED means the wrong worker was offered it ({describe(state)})")
+                   f"status of the {v} instance {iid}; FAILED means the wrong worker was offered it "
+                   f"({describe(state)})")
             expected = {"worker": v, "version": v}
             if "activity" in functions:
                 expected["activity"] = f"stamped by {v}"
