@@ -393,7 +393,14 @@ class TaskHubGrpcWorker:
 
     def _run_orchestration(self, request: pb.OrchestratorRequest, token: str) -> None:
         try:
-            result = None if self._stopping.is_set() else self._execute_orchestration(request)
+            if self._stopping.is_set():
+                result = None
+            else:
+                try:
+                    result = self._execute_orchestration(request)
+                except Exception as error:  # a bug outside the orchestrator's code: fail loudly, not hang
+                    self._logger.exception("Unexpected error while running orchestration '%s'", request.instanceId)
+                    result = replay.failed_result(failure_details(error))
             if result is None:
                 self._stub.AbandonTaskOrchestratorWorkItem(
                     pb.AbandonOrchestrationTaskRequest(completionToken=token), metadata=self._metadata)
@@ -405,8 +412,6 @@ class TaskHubGrpcWorker:
         except grpc.RpcError as error:
             self._logger.warning("Could not report orchestration '%s' to the hub (%s: %s); the hub will redeliver it",
                                  request.instanceId, error.code().name, error.details())
-        except Exception:
-            self._logger.exception("Unexpected error while running orchestration '%s'", request.instanceId)
         finally:
             self._orchestration_slots.release()
 
@@ -449,10 +454,9 @@ class TaskHubGrpcWorker:
                 response.failureDetails.CopyFrom(failure_details(error))
             self._stub.CompleteActivityTask(response, metadata=self._metadata)
         except grpc.RpcError as error:
-            self._logger.warning("Could not report activity '%s#%d' of '%s' to the hub (%s: %s)",
-                                 request.name, request.taskId, instance_id, error.code().name, error.details())
-        except Exception:
-            self._logger.exception("Unexpected error while running activity '%s'", request.name)
+            self._logger.warning("Could not report activity '%s#%d' of '%s' to the hub (%s: %s); "
+                                 "the hub will redeliver it", request.name, request.taskId, instance_id,
+                                 error.code().name, error.details())
         finally:
             self._activity_slots.release()
 

@@ -419,3 +419,12 @@ def test_call_activity_of_something_that_is_not_a_function_or_name_says_so():
 def test_retry_policy_rejects_impossible_settings():
     with pytest.raises(ValueError, match="max_number_of_attempts"):
         task.RetryPolicy(first_retry_interval=timedelta(seconds=1), max_number_of_attempts=0)
+
+
+def test_continue_as_new_with_an_unencodable_input_fails_with_a_clear_message():
+    def bad(ctx, _):
+        ctx.continue_as_new(object())
+
+    done = completion(run(bad, [], start("bad")))
+    assert done.orchestrationStatus == pb.ORCHESTRATION_STATUS_FAILED
+    assert "Cannot encode a value of type 'object' as JSON" in done.failureDetails.errorMessage

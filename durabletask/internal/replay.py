@@ -150,7 +150,8 @@ class _OrchestrationRun(task.OrchestrationContext):
         self._generator: Any = None
         self._awaited: task.Task[Any] | None = None
         self._completion: pb.OrchestratorAction | None = None
-        self._continue_as_new: tuple[Any, bool, str | None] | None = None
+        # (JSON of the new input, save_events, new_version) once the code asked to continue as new.
+        self._continue_as_new: tuple[str | None, bool, str | None] | None = None
 
     # ---- results -------------------------------------------------------------------------
 
@@ -167,11 +168,11 @@ class _OrchestrationRun(task.OrchestrationContext):
         if self._completion is not None:
             actions.append(self._completion)
         elif self._continue_as_new is not None:
-            new_input, save_events, new_version = self._continue_as_new
+            encoded_input, save_events, new_version = self._continue_as_new
             carryover = [pb.HistoryEvent(eventId=-1, eventRaised=pb.EventRaisedEvent(name=name, input=payloads.wrap(data)))
                          for name, data in self._buffered_events] if save_events else None
             actions.append(_completion(self._next_id(), pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW,
-                                       result=payloads.to_json(new_input), new_version=new_version,
+                                       result=encoded_input, new_version=new_version,
                                        carryover_events=carryover))
         return actions
 
@@ -277,7 +278,7 @@ class _OrchestrationRun(task.OrchestrationContext):
     def continue_as_new(self, new_input: Any, *, save_events: bool = False,
                         new_version: str | None = None) -> None:
         if not self.is_finished:
-            self._continue_as_new = (new_input, save_events, new_version)
+            self._continue_as_new = (payloads.to_json(new_input), save_events, new_version)
 
     def new_uuid(self) -> str:
         name = f"{self._instance_id}_{self._now.strftime(_UUID_TIME_FORMAT)}_{self._uuid_counter}"
