@@ -1,0 +1,1 @@
+"""The kopf operator that reconciles WorkerPools into versioned Deployments (`durabletask-operator`)."""

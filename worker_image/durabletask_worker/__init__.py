@@ -1,0 +1,1 @@
+"""Runs a user's orchestrators as one member of a versioned worker pool (`durabletask-worker`)."""
