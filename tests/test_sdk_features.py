@@ -1,7 +1,8 @@
 """End-to-end SDK scenarios against a real task hub (ours and Microsoft's reference backend)."""
 
 import contextlib
-import threading
+import json
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from durabletask import client, task, worker
-from tests.support.processes import MsBackendProcess, free_port
+from tests.support.processes import MsBackendProcess, free_port, ms_python, ms_run
 
 
 def new_id(label: str) -> str:
@@ -365,3 +366,72 @@ def test_in_flight_orchestration_finishes_after_our_server_restarts(server_facto
         c.raise_orchestration_event(instance_id, "approval", data="after restart")
         state = c.wait_for_orchestration_completion(instance_id, timeout=30)
     assert state.get_output() == "after restart"
+
+
+# ---- wire compatibility with Microsoft's SDK ----------------------------------------------------
+
+MS_CLIENT_STARTS_AND_READS = """
+import json, sys
+from dataclasses import dataclass
+from durabletask import client
+
+@dataclass
+class Basket:
+    items: list
+    owner: str
+
+with client.TaskHubGrpcClient(host_address=sys.argv[1]) as c:
+    instance_id = c.schedule_new_orchestration("sums_basket", input=Basket([1, 2, 3], "ann"), instance_id=sys.argv[2])
+    state = c.wait_for_orchestration_completion(instance_id, timeout=30)
+    print(json.dumps([str(state.runtime_status), state.get_output(), state.get_custom_status()]))
+"""
+
+
+def basket_total(ctx, basket):
+    return {"owner": basket["owner"], "total": sum(basket["items"])}
+
+
+def sums_basket(ctx, basket):
+    ctx.set_custom_status("counted")
+    return (yield ctx.call_activity(basket_total, input=basket))
+
+
+def test_microsofts_client_starts_and_reads_an_instance_our_worker_runs(hub_address):
+    with running_worker(hub_address, [sums_basket], [basket_total]):
+        result = ms_run(MS_CLIENT_STARTS_AND_READS, hub_address, new_id("ms-client"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    status, output, custom_status = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (status, output, custom_status) == ("COMPLETED", {"owner": "ann", "total": 6}, "counted")
+
+
+MS_WORKER = """
+import sys, time
+from durabletask import task, worker
+
+def label(ctx, order):
+    return order["item"].upper() * order["quantity"]
+
+def labels(ctx, items):
+    results = yield task.when_all([ctx.call_activity(label, input=i) for i in items])
+    return results
+
+with worker.TaskHubGrpcWorker(host_address=sys.argv[1]) as w:
+    w.add_orchestrator(labels)
+    w.add_activity(label)
+    w.start()
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_our_client_reads_an_instance_microsofts_worker_runs(hub, hub_address):
+    ms_worker = subprocess.Popen([str(ms_python()), "-c", MS_WORKER, hub_address, "8"], cwd="/",
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        instance_id = hub.schedule_new_orchestration("labels", input=[Order("pear", 1), Order("fig", 2)],
+                                                     instance_id=new_id("ms-worker"))
+        state = hub.wait_for_orchestration_completion(instance_id, timeout=30)
+    finally:
+        ms_worker.terminate()
+        ms_worker.wait()
+    assert state.runtime_status == client.OrchestrationStatus.COMPLETED
+    assert state.get_output() == ["PEAR", "FIGFIG"]
