@@ -1,6 +1,5 @@
 """End-to-end SDK scenarios against a real task hub (ours and Microsoft's reference backend)."""
 
-import contextlib
 import json
 import subprocess
 import time
@@ -12,26 +11,7 @@ import pytest
 
 from durabletask import client, task, worker
 from tests.support.processes import MsBackendProcess, free_port, ms_python, ms_run
-
-
-def new_id(label: str) -> str:
-    return f"{label}-{uuid.uuid4().hex[:12]}"
-
-
-@contextlib.contextmanager
-def running_worker(address, orchestrators=(), activities=(), versioning=None, **options):
-    w = worker.TaskHubGrpcWorker(host_address=address, **options)
-    for fn in orchestrators:
-        w.add_orchestrator(fn)
-    for fn in activities:
-        w.add_activity(fn)
-    if versioning is not None:
-        w.use_versioning(versioning)
-    w.start()
-    try:
-        yield w
-    finally:
-        w.stop()
+from tests.support.sdk import new_id, running_worker
 
 
 @pytest.fixture

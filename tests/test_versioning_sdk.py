@@ -6,7 +6,7 @@ import pytest
 
 from durabletask import client, task, worker
 from durabletask.worker import VersionFailureStrategy, VersioningOptions, VersionMatchStrategy, version_mismatch
-from tests.test_sdk_features import new_id, running_worker
+from tests.support.sdk import new_id, running_worker
 
 
 # ---- the worker's version check (pure) ------------------------------------------------------

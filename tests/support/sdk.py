@@ -1,0 +1,26 @@
+"""Helpers for SDK tests: unique instance ids and a worker that runs for the length of a `with`."""
+
+import contextlib
+import uuid
+
+from durabletask import worker
+
+
+def new_id(label: str) -> str:
+    return f"{label}-{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.contextmanager
+def running_worker(address, orchestrators=(), activities=(), versioning=None, **options):
+    w = worker.TaskHubGrpcWorker(host_address=address, **options)
+    for fn in orchestrators:
+        w.add_orchestrator(fn)
+    for fn in activities:
+        w.add_activity(fn)
+    if versioning is not None:
+        w.use_versioning(versioning)
+    w.start()
+    try:
+        yield w
+    finally:
+        w.stop()
