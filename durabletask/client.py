@@ -204,8 +204,20 @@ class TaskHubGrpcClient:
     def purge_orchestration(self, instance_id: str, recursive: bool = True) -> PurgeInstancesResult:
         response = self._stub.PurgeInstances(pb.PurgeInstancesRequest(
             instanceId=instance_id, recursive=recursive, isOrchestration=True), metadata=self._metadata)
-        return PurgeInstancesResult(response.deletedInstanceCount,
-                                    response.isComplete.value if response.HasField("isComplete") else None)
+        return self._purge_result(response)
+
+    def purge_orchestrations_by(self, created_time_from: datetime | None = None,
+                                created_time_to: datetime | None = None,
+                                runtime_status: list[OrchestrationStatus] | None = None,
+                                recursive: bool = False) -> PurgeInstancesResult:
+        """Delete every instance created in the time range and in one of the given statuses."""
+        response = self._stub.PurgeInstances(pb.PurgeInstancesRequest(
+            purgeInstanceFilter=pb.PurgeInstanceFilter(
+                createdTimeFrom=_timestamp(created_time_from),
+                createdTimeTo=_timestamp(created_time_to),
+                runtimeStatus=[s.value for s in runtime_status or []]),
+            recursive=recursive), metadata=self._metadata)
+        return self._purge_result(response)
 
     def get_all_orchestration_states(self, orchestration_query: OrchestrationQuery | None = None
                                      ) -> list[OrchestrationState]:
@@ -255,6 +267,11 @@ class TaskHubGrpcClient:
             if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise TimeoutError(f"Timed-out waiting for the orchestration to {what}") from None
             raise
+
+    @staticmethod
+    def _purge_result(response: pb.PurgeInstancesResponse) -> PurgeInstancesResult:
+        return PurgeInstancesResult(response.deletedInstanceCount,
+                                    response.isComplete.value if response.HasField("isComplete") else None)
 
     @staticmethod
     def _state(response: pb.GetInstanceResponse) -> OrchestrationState | None:

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, Generic, TypeAlias, TypeVar
 
 from durabletask.internal import orchestrator_service_pb2 as pb
-from durabletask.internal.failures import failure_details
+from durabletask.internal.failures import failure_details, qualified_name
 
 T = TypeVar("T")
 TInput = TypeVar("TInput")
@@ -104,6 +104,34 @@ class FailureDetails:
     error_type: str
     stack_trace: str | None
     inner_failure: FailureDetails | None = None
+
+    def is_caused_by(self, error_type: str | type[BaseException]) -> bool:
+        """Whether this failure's exception was `error_type` (an exception class, its subclasses
+        included, or a name, qualified or not)."""
+        if isinstance(error_type, str):
+            return self._names(error_type)
+        if not (isinstance(error_type, type) and issubclass(error_type, BaseException)):
+            raise TypeError(f"is_caused_by expects an exception type or its name, but got {error_type!r}.")
+        pending, seen = [error_type], set()
+        while pending:
+            candidate = pending.pop()
+            if candidate in seen:
+                continue
+            seen.add(candidate)
+            if self._names(qualified_name(candidate)):
+                return True
+            pending.extend(candidate.__subclasses__())
+        return False
+
+    def _names(self, name: str) -> bool:
+        """Whether `name` names this failure's type; unqualified names compare the class name only."""
+        if not self.error_type or not name:
+            return False
+        if self.error_type == name:
+            return True
+        if "." in self.error_type and "." in name:
+            return False
+        return self.error_type.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]
 
     @classmethod
     def from_proto(cls, details: pb.TaskFailureDetails) -> FailureDetails:

@@ -428,3 +428,16 @@ def test_continue_as_new_with_an_unencodable_input_fails_with_a_clear_message():
     done = completion(run(bad, [], start("bad")))
     assert done.orchestrationStatus == pb.ORCHESTRATION_STATUS_FAILED
     assert "Cannot encode a value of type 'object' as JSON" in done.failureDetails.errorMessage
+
+
+def test_failure_details_say_what_caused_them():
+    def pays(ctx, _):
+        try:
+            yield ctx.call_activity("pay")
+        except task.TaskFailedError as error:
+            details = error.details
+            return [details.is_caused_by(ValueError), details.is_caused_by("ValueError"),
+                    details.is_caused_by(KeyError), details.is_caused_by("builtins.ValueError")]
+
+    past = start("pays") + [task_scheduled(1, "pay")]
+    assert output_of(run(pays, past, [task_failed(1)])) == [True, True, False, True]

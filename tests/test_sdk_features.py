@@ -275,6 +275,11 @@ def test_query_and_purge(hub, hub_address):
     assert sorted(s.instance_id for s in found) == sorted(ids)
     assert hub.purge_orchestration(ids[0]).deleted_instance_count == 1
     assert hub.get_orchestration_state(ids[0]) is None
+    purged = hub.purge_orchestrations_by(created_time_from=min(s.created_at for s in found),
+                                         created_time_to=max(s.created_at for s in found) + timedelta(milliseconds=1),
+                                         runtime_status=[client.OrchestrationStatus.COMPLETED])
+    assert purged.deleted_instance_count == 2
+    assert [hub.get_orchestration_state(i) for i in ids[1:]] == [None, None]
 
 
 def test_unknown_instance_has_no_state(hub):
