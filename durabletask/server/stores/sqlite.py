@@ -105,6 +105,8 @@ CREATE TABLE instance_counts (
 """
 
 TERMINAL = tuple(sorted(TERMINAL_STATUSES))
+UNCLAIMABLE = (*TERMINAL, pb.ORCHESTRATION_STATUS_SUSPENDED)
+UNCLAIMABLE_SQL = ", ".join(map(str, UNCLAIMABLE))
 MAX_BATCH = 500
 READ_THREADS = 8
 INSTANCE_COLUMNS = ("instance_id, execution_id, name, version, status, created_at, updated_at, completed_at, "
@@ -268,7 +270,7 @@ class SqliteStore(Store):
         """Recompute when the instance can next be claimed."""
         status, token, blocked_until = tx.one(
             "SELECT status, lease_token, blocked_until FROM instances WHERE instance_id = ?", instance_id)
-        if status in TERMINAL_STATUSES or status == pb.ORCHESTRATION_STATUS_SUSPENDED:
+        if status in UNCLAIMABLE:
             ready_at = None
         elif token is not None and blocked_until > tx.now:
             ready_at = blocked_until
@@ -279,11 +281,21 @@ class SqliteStore(Store):
             tx.notice.work_ready |= ready_at is not None
         tx.run("UPDATE instances SET ready_at = ? WHERE instance_id = ?", ready_at, instance_id)
 
-    def _enqueue(self, tx: _Tx, instance_id: str, ev: pb.HistoryEvent, execution_id: str | None,
+    @staticmethod
+    def _enqueue(tx: _Tx, instance_id: str, ev: pb.HistoryEvent, execution_id: str | None,
                  visible_at: float | None = None) -> None:
+        """Add an event to the inbox. A new event can only make its instance ready sooner: ready_at
+        becomes the earlier of itself and the event's time (but no earlier than an abandon back-off),
+        unless a live lease, a suspension or the end of the instance keeps it unclaimable."""
+        visible_at = tx.now if visible_at is None else visible_at
         tx.run("INSERT INTO inbox (instance_id, execution_id, visible_at, event) VALUES (?, ?, ?, ?)",
-               instance_id, execution_id, tx.now if visible_at is None else visible_at, ev.SerializeToString())
-        self._refresh_ready(tx, instance_id)
+               instance_id, execution_id, visible_at, ev.SerializeToString())
+        sooner = tx.run(
+            "UPDATE instances SET ready_at = MIN(COALESCE(ready_at, MAX(?1, COALESCE(blocked_until, 0))), "
+            "MAX(?1, COALESCE(blocked_until, 0))) "
+            f"WHERE instance_id = ?2 AND status NOT IN ({UNCLAIMABLE_SQL}) "
+            "AND (lease_token IS NULL OR blocked_until <= ?3)", visible_at, instance_id, tx.now)
+        tx.notice.work_ready |= sooner.rowcount > 0
 
     def _deliver(self, tx: _Tx, message: Deliver) -> bool:
         """Put an event in an unfinished instance's inbox; False if there is no such instance."""
@@ -459,6 +471,7 @@ class SqliteStore(Store):
         self._recount(tx, instance_id, (name, version, status), (name, version, new_status))
         # The marker travels with the buffered events, so the orchestrator sees when they arrived.
         self._deliver(tx, Deliver(instance_id, marker))
+        self._refresh_ready(tx, instance_id)
 
     async def query_instances(self, query: InstanceQuery) -> tuple[list[InstanceState], str | None]:
         return await self._read(self._query_instances, query)
@@ -574,13 +587,14 @@ class SqliteStore(Store):
                     result.orchestrations.append(item)
         if max_activities > 0 and filters.activities != ():
             where, params = _filter_sql(filters.activities) if filters.activities else ("", [])
-            for activity_id, request in tx.run(
-                    f"SELECT id, request FROM activities WHERE ready_at <= ?{where} ORDER BY ready_at LIMIT ?",
-                    tx.now, *params, max_activities).fetchall():
-                token = f"a{activity_id}.{secrets.token_hex(8)}"
-                tx.run("UPDATE activities SET lease_token = ?, ready_at = ? WHERE id = ?", token, lease_end,
-                       activity_id)
-                result.activities.append(WorkItem(token, pb.ActivityRequest.FromString(request)))
+            rows = tx.run(f"SELECT id, request FROM activities WHERE ready_at <= ?{where} ORDER BY ready_at LIMIT ?",
+                          tx.now, *params, max_activities).fetchall()
+            if rows:
+                nonce = secrets.token_hex(8)  # one per claim; the id in front keeps every token distinct
+                tx.run(f"UPDATE activities SET lease_token = 'a' || id || '.' || ?, ready_at = ? "
+                       f"WHERE id IN ({_placeholders(rows)})", nonce, lease_end, *(row[0] for row in rows))
+                result.activities = [WorkItem(f"a{activity_id}.{nonce}", pb.ActivityRequest.FromString(request))
+                                     for activity_id, request in rows]
         (next_instance,) = tx.one("SELECT MIN(ready_at) FROM instances WHERE ready_at > ?", tx.now)
         (next_activity,) = tx.one("SELECT MIN(ready_at) FROM activities WHERE ready_at > ?", tx.now)
         result.next_ready_at = min((t for t in (next_instance, next_activity) if t is not None), default=None)
@@ -687,9 +701,7 @@ class SqliteStore(Store):
         return await self._write(self._complete_activity, token, response)
 
     def _complete_activity(self, tx: _Tx, token: str, response: pb.ActivityResponse) -> None:
-        activity_id = self._leased_activity(tx, token)
-        iid, execution_id, task_id = tx.one(
-            "SELECT instance_id, execution_id, task_id FROM activities WHERE id = ?", activity_id)
+        activity_id, iid, execution_id, task_id = self._leased_activity(tx, token)
         tx.run("DELETE FROM activities WHERE id = ?", activity_id)
         if response.HasField("failureDetails"):
             outcome = event(tx.now, taskFailed=pb.TaskFailedEvent(
@@ -700,14 +712,15 @@ class SqliteStore(Store):
         self._deliver(tx, Deliver(iid, outcome, execution_id))
 
     @staticmethod
-    def _leased_activity(tx: _Tx, token: str) -> int:
+    def _leased_activity(tx: _Tx, token: str) -> tuple[int, str, str, int]:
+        """(id, instance id, execution id, task id) of the activity this token holds; else StaleToken."""
         id_part = token[1:].partition(".")[0]
-        row = tx.one("SELECT id FROM activities WHERE id = ? AND lease_token = ?",
+        row = tx.one("SELECT id, instance_id, execution_id, task_id FROM activities WHERE id = ? AND lease_token = ?",
                      int(id_part) if token.startswith("a") and id_part.isdigit() else -1, token)
         if row is None:
             raise StaleToken("The completion token is unknown or its lease has passed to another worker; "
                              "the result was not applied.")
-        return row[0]
+        return row
 
     async def renew(self, tokens: list[str], lease_seconds: float) -> None:
         return await self._write(self._renew, tokens, lease_seconds)
@@ -728,7 +741,7 @@ class SqliteStore(Store):
 
     def _abandon(self, tx: _Tx, token: str, retry_after: float) -> None:
         if token.startswith("a"):
-            activity_id = self._leased_activity(tx, token)
+            activity_id = self._leased_activity(tx, token)[0]
             tx.run("UPDATE activities SET lease_token = NULL, ready_at = ? WHERE id = ?", tx.now + retry_after,
                    activity_id)
             tx.notice.work_ready = True
