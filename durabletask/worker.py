@@ -50,11 +50,15 @@ class ConcurrencyOptions:
                  maximum_concurrent_entity_work_items: int | None = None,
                  maximum_thread_pool_workers: int | None = None):
         processors = os.cpu_count() or 1
-        self.maximum_concurrent_activity_work_items = maximum_concurrent_activity_work_items or 100 * processors
-        self.maximum_concurrent_orchestration_work_items = (
-            maximum_concurrent_orchestration_work_items or 100 * processors)
-        self.maximum_concurrent_entity_work_items = maximum_concurrent_entity_work_items or 100 * processors
-        self.maximum_thread_pool_workers = maximum_thread_pool_workers or processors + 4
+
+        def given_or(value: int | None, default: int) -> int:
+            return default if value is None else value
+
+        self.maximum_concurrent_activity_work_items = given_or(maximum_concurrent_activity_work_items, 100 * processors)
+        self.maximum_concurrent_orchestration_work_items = given_or(maximum_concurrent_orchestration_work_items,
+                                                                    100 * processors)
+        self.maximum_concurrent_entity_work_items = given_or(maximum_concurrent_entity_work_items, 100 * processors)
+        self.maximum_thread_pool_workers = given_or(maximum_thread_pool_workers, processors + 4)
 
 
 class VersionMatchStrategy(Enum):
@@ -227,7 +231,7 @@ class TaskHubGrpcWorker:
         return self._register(self._activities, "activity", fn)
 
     def use_versioning(self, version: VersioningOptions) -> None:
-        self._refuse_while_running("Versioning")
+        self._refuse_while_running("change versioning")
         if not isinstance(version, VersioningOptions):
             raise TypeError(f"use_versioning expects VersioningOptions, but got a {type(version).__name__}.")
         self._versioning = version
@@ -238,13 +242,13 @@ class TaskHubGrpcWorker:
         Filters derived from registrations carry the worker's version: as the only version under
         STRICT matching, as the newest accepted one under CURRENT_OR_OLDER. None removes filters.
         """
-        self._refuse_while_running("Work item filters")
+        self._refuse_while_running("change work item filters")
         if not (filters is None or filters is _FILTERS_FROM_REGISTRATIONS or isinstance(filters, WorkItemFilters)):
             raise TypeError(f"use_work_item_filters expects WorkItemFilters or None, but got a {type(filters).__name__}.")
         self._filters = filters
 
     def _register(self, registry: dict[str, Any], kind: str, fn: Callable[..., Any]) -> str:
-        self._refuse_while_running(f"An {kind}")
+        self._refuse_while_running(f"add an {kind}")
         if not callable(fn):
             raise TypeError(f"add_{kind} expects a function, but got a {type(fn).__name__}.")
         name = task.get_name(fn)
@@ -253,9 +257,9 @@ class TaskHubGrpcWorker:
         registry[name] = fn
         return name
 
-    def _refuse_while_running(self, what: str) -> None:
+    def _refuse_while_running(self, action: str) -> None:
         if self.is_running:
-            raise RuntimeError(f"{what} cannot be changed while the worker is running; call stop() first.")
+            raise RuntimeError(f"Cannot {action} while the worker is running; call stop() first.")
 
     def _work_item_filters(self) -> WorkItemFilters | None:
         if self._filters is not _FILTERS_FROM_REGISTRATIONS:
