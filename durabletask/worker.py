@@ -26,7 +26,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.internal import replay
 from durabletask.internal.failures import failure_details
-from durabletask.internal.grpc_channel import open_channel
+from durabletask.internal.grpc_channel import DEFAULT_HOST_ADDRESS, open_channel
 from durabletask.internal.versions import compare_versions
 
 # Reconnect back-off: base * 2**attempt seconds, capped, then scaled by a random factor in
@@ -310,7 +310,7 @@ class TaskHubGrpcWorker:
 
     @property
     def _address(self) -> str:
-        return self._host_address or "localhost:4001"
+        return self._host_address or DEFAULT_HOST_ADDRESS
 
     def _work_items_request(self) -> pb.GetWorkItemsRequest:
         request = pb.GetWorkItemsRequest(
