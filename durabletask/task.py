@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -96,6 +97,19 @@ class OrchestrationContext(ABC):
     @abstractmethod
     def new_uuid(self) -> str:
         """A UUID that is the same on every replay (name-based, from instance ID, time and a counter)."""
+
+    def create_replay_safe_logger(self, logger: logging.Logger) -> ReplaySafeLogger:
+        """`logger`, silenced while the orchestrator replays, so that each message is logged once."""
+        return ReplaySafeLogger(logger, lambda: self.is_replaying)
+
+
+class ReplaySafeLogger(logging.LoggerAdapter):
+    def __init__(self, logger: logging.Logger, is_replaying: Callable[[], bool]):
+        super().__init__(logger, {})
+        self._is_replaying = is_replaying
+
+    def isEnabledFor(self, level: int) -> bool:
+        return not self._is_replaying() and self.logger.isEnabledFor(level)
 
 
 @dataclass(frozen=True)

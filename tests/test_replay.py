@@ -1,6 +1,7 @@
 """The replay engine on hand-built histories: no server, no threads."""
 
 import json
+import logging
 from datetime import datetime, timedelta
 
 import pytest
@@ -441,3 +442,15 @@ def test_failure_details_say_what_caused_them():
 
     past = start("pays") + [task_scheduled(1, "pay")]
     assert output_of(run(pays, past, [task_failed(1)])) == [True, True, False, True]
+
+
+def test_replay_safe_logger_logs_each_message_once(caplog):
+    def chatty(ctx, _):
+        log = ctx.create_replay_safe_logger(logging.getLogger("chatty"))
+        log.info("step one")
+        yield ctx.call_activity("a")
+        log.info("step two")
+
+    with caplog.at_level(logging.INFO, logger="chatty"):
+        run(chatty, start("chatty") + [task_scheduled(1, "a")], [task_completed(1, None)])
+    assert [r.getMessage() for r in caplog.records if r.name == "chatty"] == ["step two"]
