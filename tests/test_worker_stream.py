@@ -16,12 +16,18 @@ def shout(ctx, text):
     return text.upper()
 
 
-class ScriptedHub(stubs.TaskHubSidecarServiceServicer):
-    """Resets the first stream, closes the second cleanly, and hands out one activity on the third."""
+SHOUT_HELLO = pb.WorkItem(completionToken="token-7", activityRequest=pb.ActivityRequest(
+    name="shout", taskId=3, input=wrappers_pb2.StringValue(value='"hello"'),
+    orchestrationInstance=pb.OrchestrationInstance(instanceId="inst")))
 
-    def __init__(self):
+
+class ScriptedHub(stubs.TaskHubSidecarServiceServicer):
+    """Resets the first stream, closes the second cleanly, and hands out one work item on the third."""
+
+    def __init__(self, work_item=SHOUT_HELLO):
+        self.work_item = work_item
         self.requests: list[pb.GetWorkItemsRequest] = []
-        self.completed: list[pb.ActivityResponse] = []
+        self.completed: list = []
         self.done = threading.Event()
 
     def GetWorkItems(self, request, context):
@@ -30,20 +36,27 @@ class ScriptedHub(stubs.TaskHubSidecarServiceServicer):
             context.abort(grpc.StatusCode.CANCELLED, "stream reset by the hub")
         if len(self.requests) == 2:
             return
-        yield pb.WorkItem(completionToken="token-7", activityRequest=pb.ActivityRequest(
-            name="shout", taskId=3, input=wrappers_pb2.StringValue(value='"hello"'),
-            orchestrationInstance=pb.OrchestrationInstance(instanceId="inst")))
+        yield self.work_item
         self.done.wait(10)
 
     def CompleteActivityTask(self, request, context):
+        return self._record(request, pb.CompleteTaskResponse())
+
+    def CompleteOrchestratorTask(self, request, context):
+        return self._record(request, pb.CompleteTaskResponse())
+
+    def AbandonTaskOrchestratorWorkItem(self, request, context):
+        return self._record(request, pb.AbandonOrchestrationTaskResponse())
+
+    def _record(self, request, response):
         self.completed.append(request)
         self.done.set()
-        return pb.CompleteTaskResponse()
+        return response
 
 
 @pytest.fixture
-def scripted_hub():
-    hub = ScriptedHub()
+def scripted_hub(request):
+    hub = ScriptedHub(getattr(request, "param", SHOUT_HELLO))
     server = grpc.server(futures.ThreadPoolExecutor(4))
     stubs.add_TaskHubSidecarServiceServicer_to_server(hub, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -102,3 +115,42 @@ def test_current_or_older_versioning_sends_the_newest_accepted_version(scripted_
         assert hub.done.wait(10)
     [activity_filter] = hub.requests[-1].workItemFilters.activities
     assert (activity_filter.name, list(activity_filter.versions), activity_filter.maxVersion) == ("shout", [], "2.0")
+
+
+def greet(ctx, _):
+    return "hi"
+
+
+def orchestration_work_item(version):
+    started = pb.HistoryEvent(eventId=-1, executionStarted=pb.ExecutionStartedEvent(
+        name="greet", version=wrappers_pb2.StringValue(value=version)))
+    return pb.WorkItem(completionToken="token-9", orchestratorRequest=pb.OrchestratorRequest(
+        instanceId="inst-v", newEvents=[started]))
+
+
+@pytest.mark.parametrize("scripted_hub", [orchestration_work_item("2.0")], indirect=True)
+def test_reject_hands_a_mismatched_orchestration_back_with_its_token(scripted_hub):
+    hub, address = scripted_hub
+    w = worker.TaskHubGrpcWorker(host_address=address)
+    w.add_orchestrator(greet)
+    w.use_versioning(worker.VersioningOptions(version="1.0", match_strategy=worker.VersionMatchStrategy.STRICT,
+                                              failure_strategy=worker.VersionFailureStrategy.REJECT))
+    with w:
+        w.start()
+        assert hub.done.wait(10)
+    assert hub.completed == [pb.AbandonOrchestrationTaskRequest(completionToken="token-9")]
+
+
+@pytest.mark.parametrize("scripted_hub", [orchestration_work_item("1.0")], indirect=True)
+def test_matching_orchestration_is_completed_with_its_token(scripted_hub):
+    hub, address = scripted_hub
+    w = worker.TaskHubGrpcWorker(host_address=address)
+    w.add_orchestrator(greet)
+    w.use_versioning(worker.VersioningOptions(version="1.0", match_strategy=worker.VersionMatchStrategy.STRICT,
+                                              failure_strategy=worker.VersionFailureStrategy.REJECT))
+    with w:
+        w.start()
+        assert hub.done.wait(10)
+    [response] = hub.completed
+    assert (response.completionToken, response.instanceId) == ("token-9", "inst-v")
+    assert response.actions[0].completeOrchestration.result.value == '"hi"'
