@@ -35,10 +35,20 @@ class WorkerStream:
         self.activity_tokens: set[str] = set()
 
     def free_orchestrations(self) -> int:
-        return self.max_orchestrations - len(self.orchestration_tokens)
+        return _worth_claiming(self.max_orchestrations, len(self.orchestration_tokens))
 
     def free_activities(self) -> int:
-        return self.max_activities - len(self.activity_tokens)
+        return _worth_claiming(self.max_activities, len(self.activity_tokens))
+
+
+CLAIM_BATCH = 8
+
+
+def _worth_claiming(limit: int, held: int) -> int:
+    """How many items to claim for a stream: none while it is busy with all but a few of its slots,
+    so that a stream working at full tilt refills in batches rather than one store call per result."""
+    free = limit - held
+    return free if held == 0 or free >= min(CLAIM_BATCH, limit) else 0
 
 
 class Dispatcher:
