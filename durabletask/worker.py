@@ -4,6 +4,10 @@ One background thread reads the `GetWorkItems` stream and hands each item to a b
 pool (one for orchestrations, one for activities); the pool thread runs the item and reports the
 result with the item's completion token. When the stream drops for any reason, the reader
 reconnects with capped, jittered exponential back-off until `stop()` is called.
+
+`stop(grace_period=...)` drains: new work items are handed straight back, running ones may finish
+within the grace period, and whatever is left is handed back (abandoned) so that another worker
+takes it at once. `is_connected` says whether a work item stream is open and taking work.
 """
 
 import logging
@@ -13,7 +17,8 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -39,6 +44,9 @@ HEALTHY_STREAM_SECONDS = 5.0
 # How long items already received may keep arriving after gRPC reports the call ended.
 STUCK_STREAM_GRACE_SECONDS = 1.0
 _CALL_ENDED = object()
+# The kinds of work item, as WorkItemInfo.kind names them.
+ORCHESTRATION = "orchestration"
+ACTIVITY = "activity"
 
 
 class ConcurrencyOptions:
@@ -161,6 +169,32 @@ def _pump(stream: Any, inbox: "queue.SimpleQueue") -> None:
         inbox.put(f"{error.code().name}: {error.details()}")
 
 
+@dataclass(frozen=True)
+class WorkItemInfo:
+    """What a work item runs: kind ("orchestration" or "activity"), name and version ("" if none)."""
+    kind: str
+    name: str
+    version: str
+
+
+class WorkItemOutcome(Enum):
+    COMPLETED = "completed"  # reported to the hub as done
+    FAILED = "failed"  # reported to the hub as failed (the activity raised, the orchestration failed)
+    ABANDONED = "abandoned"  # handed back to the hub for another worker
+    NOT_REPORTED = "not_reported"  # the hub could not be told; it will redeliver the item
+
+
+class WorkItemListener:
+    """Observes the work items a worker runs, e.g. for metrics. Override what you need; both are
+    called on the thread that runs the item, so keep them quick."""
+
+    def work_item_started(self, item: WorkItemInfo) -> None:
+        pass
+
+    def work_item_finished(self, item: WorkItemInfo, outcome: WorkItemOutcome, seconds: float) -> None:
+        pass
+
+
 class OrchestratorNotRegisteredError(ValueError):
     """A work item named an orchestrator this worker does not have."""
 
@@ -207,6 +241,13 @@ class TaskHubGrpcWorker:
         self._activity_pool: ThreadPoolExecutor | None = None
         self._orchestration_slots: threading.BoundedSemaphore | None = None
         self._activity_slots: threading.BoundedSemaphore | None = None
+        self._listener = WorkItemListener()
+        self._channel_ready = False
+        # Work items received and not yet settled: token -> (kind, future). The lock makes "stop
+        # taking work" and "take this item" exclusive, so stop() sees every item it must drain.
+        self._in_flight: dict[str, tuple[str, Future]] = {}
+        self._in_flight_lock = threading.Lock()
+        self._handed_back: set[str] = set()
 
     @property
     def concurrency_options(self) -> ConcurrencyOptions:
@@ -215,6 +256,16 @@ class TaskHubGrpcWorker:
     @property
     def is_running(self) -> bool:
         return self._reader is not None
+
+    @property
+    def is_connected(self) -> bool:
+        """True while a work item stream to the hub is open and the worker takes work from it.
+
+        The hub sends nothing on a new stream until it has work, so "open" means the call is live
+        on a channel that is connected."""
+        stream = self._stream
+        return (self._channel_ready and stream is not None and not stream.done()
+                and not self._stopping.is_set())
 
     def __enter__(self) -> "TaskHubGrpcWorker":
         return self
@@ -246,6 +297,11 @@ class TaskHubGrpcWorker:
         if not (filters is None or filters is _FILTERS_FROM_REGISTRATIONS or isinstance(filters, WorkItemFilters)):
             raise TypeError(f"use_work_item_filters expects WorkItemFilters or None, but got a {type(filters).__name__}.")
         self._filters = filters
+
+    def use_work_item_listener(self, listener: WorkItemListener) -> None:
+        """Tell `listener` when each work item starts running and how it ends."""
+        self._refuse_while_running("change the work item listener")
+        self._listener = listener
 
     def _register(self, registry: dict[str, Any], kind: str, fn: Callable[..., Any]) -> str:
         self._refuse_while_running(f"add an {kind}")
@@ -280,8 +336,10 @@ class TaskHubGrpcWorker:
         if self.is_running:
             raise RuntimeError("The worker is already running.")
         self._stopping.clear()
+        self._handed_back.clear()
         self._channel = open_channel(self._host_address, self._secure_channel, self._interceptors)
         self._stub = stubs.TaskHubSidecarServiceStub(self._channel)
+        self._channel.subscribe(self._on_channel_state, try_to_connect=True)
         threads = self._concurrency.maximum_thread_pool_workers
         self._orchestration_pool = ThreadPoolExecutor(threads, thread_name_prefix="durabletask-orchestration")
         self._activity_pool = ThreadPoolExecutor(threads, thread_name_prefix="durabletask-activity")
@@ -293,20 +351,52 @@ class TaskHubGrpcWorker:
         self._reader.start()
         self._logger.info("Worker started; receiving work items from %s", self._address)
 
-    def stop(self) -> None:
-        """Stop taking work, let running items finish, hand queued ones back to the hub, disconnect."""
+    def stop(self, grace_period: float | None = None) -> None:
+        """Stop taking work items and disconnect, handing back to the hub whatever is not done.
+
+        Items received but not started are handed back at once, as are items that arrive from now
+        on. Running items may finish: for up to `grace_period` seconds, or for as long as they take
+        if it is None; the ones still running then are handed back too (their threads cannot be
+        interrupted: their results will not be reported, and the hub gives the items to another
+        worker). The stream stays open until then, because the hub releases all the work a closed
+        stream held, and results reported after that would be refused.
+        """
         if not self.is_running:
             return
-        self._stopping.set()
+        with self._in_flight_lock:
+            self._stopping.set()
+            in_flight = dict(self._in_flight)
+        running = {}
+        for token, (kind, future) in in_flight.items():
+            if future.cancel():
+                self._hand_back(kind, token)
+                self._slots(kind).release()
+            else:
+                running[future] = (kind, token)
+        if running:
+            self._logger.info("Stopping: waiting for %d running work item(s)", len(running))
+        _, unfinished = wait_for_futures(running, timeout=grace_period)
+        for future in unfinished:
+            kind, token = running[future]
+            self._handed_back.add(token)
+            self._hand_back(kind, token)
+        if unfinished:
+            self._logger.warning("Handed %d work item(s) still running after %.1fs back to the hub",
+                                 len(unfinished), grace_period)
         with self._stream_lock:
             if self._stream is not None:
                 self._stream.cancel()
         self._reader.join()
-        self._orchestration_pool.shutdown(wait=True)
-        self._activity_pool.shutdown(wait=True)
+        self._orchestration_pool.shutdown(wait=not unfinished)
+        self._activity_pool.shutdown(wait=not unfinished)
+        self._channel.unsubscribe(self._on_channel_state)
         self._channel.close()
+        self._channel_ready = False
         self._reader = None
         self._logger.info("Worker stopped")
+
+    def _on_channel_state(self, state: grpc.ChannelConnectivity) -> None:
+        self._channel_ready = state == grpc.ChannelConnectivity.READY
 
     @property
     def _address(self) -> str:
@@ -385,43 +475,79 @@ class TaskHubGrpcWorker:
         kind = work_item.WhichOneof("request")
         token = work_item.completionToken
         if kind == "orchestratorRequest":
-            self._orchestration_slots.acquire()
-            self._orchestration_pool.submit(self._run_orchestration, work_item.orchestratorRequest, token)
+            self._start(ORCHESTRATION, self._run_orchestration, work_item.orchestratorRequest, token)
         elif kind == "activityRequest":
-            self._activity_slots.acquire()
-            self._activity_pool.submit(self._run_activity, work_item.activityRequest, token)
+            self._start(ACTIVITY, self._run_activity, work_item.activityRequest, token)
         elif kind != "healthPing":
             self._logger.warning("Ignoring a '%s' work item: this worker does not run entities", kind)
+
+    def _start(self, kind: str, run: Callable[[Any, str], None], request: Any, token: str) -> None:
+        slots = self._slots(kind)
+        slots.acquire()
+        with self._in_flight_lock:
+            if not self._stopping.is_set():
+                future = self._pool(kind).submit(run, request, token)
+                self._in_flight[token] = (kind, future)
+                future.add_done_callback(lambda _: self._settled(token))
+                return
+        slots.release()
+        self._hand_back(kind, token)
+
+    def _settled(self, token: str) -> None:
+        with self._in_flight_lock:
+            self._in_flight.pop(token, None)
+
+    def _slots(self, kind: str) -> threading.BoundedSemaphore:
+        return self._orchestration_slots if kind == ORCHESTRATION else self._activity_slots
+
+    def _pool(self, kind: str) -> ThreadPoolExecutor:
+        return self._orchestration_pool if kind == ORCHESTRATION else self._activity_pool
+
+    def _hand_back(self, kind: str, token: str) -> None:
+        """Abandon a work item so that the hub offers it to another worker."""
+        try:
+            if kind == ORCHESTRATION:
+                self._stub.AbandonTaskOrchestratorWorkItem(
+                    pb.AbandonOrchestrationTaskRequest(completionToken=token), metadata=self._metadata)
+            else:
+                self._stub.AbandonTaskActivityWorkItem(
+                    pb.AbandonActivityTaskRequest(completionToken=token), metadata=self._metadata)
+        except grpc.RpcError as error:
+            self._logger.warning("Could not hand an %s work item back to the hub (%s: %s); it returns "
+                                 "to the queue when its lease ends", kind, error.code().name, error.details())
 
     # ---- running work items -------------------------------------------------------------
 
     def _run_orchestration(self, request: pb.OrchestratorRequest, token: str) -> None:
-        try:
-            if self._stopping.is_set():
-                result = None
-            else:
-                try:
-                    result = self._execute_orchestration(request)
-                except Exception as error:  # a bug outside the orchestrator's code: fail loudly, not hang
-                    self._logger.exception("Unexpected error while running orchestration '%s'", request.instanceId)
-                    result = replay.failed_result(failure_details(error))
-            if result is None:
-                self._stub.AbandonTaskOrchestratorWorkItem(
-                    pb.AbandonOrchestrationTaskRequest(completionToken=token), metadata=self._metadata)
-            else:
-                self._stub.CompleteOrchestratorTask(pb.OrchestratorResponse(
-                    instanceId=request.instanceId, actions=result.actions,
-                    customStatus=payloads.wrap(result.custom_status), completionToken=token,
-                ), metadata=self._metadata)
-        except grpc.RpcError as error:
-            self._logger.warning("Could not report orchestration '%s' to the hub (%s: %s); the hub will redeliver it",
-                                 request.instanceId, error.code().name, error.details())
-        finally:
-            self._orchestration_slots.release()
-
-    def _execute_orchestration(self, request: pb.OrchestratorRequest) -> replay.ReplayResult | None:
-        """The orchestration's next actions, or None when this worker must hand the item back."""
         started = replay.execution_started(request.pastEvents, request.newEvents)
+        item = WorkItemInfo(ORCHESTRATION, started.name if started else "",
+                            started.version.value if started else "")
+        self._run(item, token, lambda: self._report_orchestration(request, started, token),
+                  f"orchestration '{request.instanceId}'")
+
+    def _report_orchestration(self, request: pb.OrchestratorRequest,
+                              started: pb.ExecutionStartedEvent | None, token: str) -> WorkItemOutcome:
+        try:
+            result = self._execute_orchestration(request, started)
+        except Exception as error:  # a bug outside the orchestrator's code: fail loudly, not hang
+            self._logger.exception("Unexpected error while running orchestration '%s'", request.instanceId)
+            result = replay.failed_result(failure_details(error))
+        if token in self._handed_back:
+            return WorkItemOutcome.ABANDONED
+        if result is None:
+            self._hand_back(ORCHESTRATION, token)
+            return WorkItemOutcome.ABANDONED
+        self._stub.CompleteOrchestratorTask(pb.OrchestratorResponse(
+            instanceId=request.instanceId, actions=result.actions,
+            customStatus=payloads.wrap(result.custom_status), completionToken=token,
+        ), metadata=self._metadata)
+        failed = any(action.completeOrchestration.orchestrationStatus == pb.ORCHESTRATION_STATUS_FAILED
+                     for action in result.actions if action.HasField("completeOrchestration"))
+        return WorkItemOutcome.FAILED if failed else WorkItemOutcome.COMPLETED
+
+    def _execute_orchestration(self, request: pb.OrchestratorRequest,
+                               started: pb.ExecutionStartedEvent | None) -> replay.ReplayResult | None:
+        """The orchestration's next actions, or None when this worker must hand the item back."""
         if started is None:
             return replay.failed_result(failure_details(task.OrchestrationStateError(
                 f"The history of orchestration '{request.instanceId}' has no ExecutionStarted event.")))
@@ -443,26 +569,38 @@ class TaskHubGrpcWorker:
                              default_sub_orchestration_version=versioning.default_version if versioning else None)
 
     def _run_activity(self, request: pb.ActivityRequest, token: str) -> None:
-        instance_id = request.orchestrationInstance.instanceId
+        item = WorkItemInfo(ACTIVITY, request.name, request.version.value)
+        self._run(item, token, lambda: self._report_activity(request, token),
+                  f"activity '{request.name}#{request.taskId}' of '{request.orchestrationInstance.instanceId}'")
+
+    def _report_activity(self, request: pb.ActivityRequest, token: str) -> WorkItemOutcome:
+        response = pb.ActivityResponse(instanceId=request.orchestrationInstance.instanceId, taskId=request.taskId,
+                                       completionToken=token)
         try:
-            if self._stopping.is_set():
-                self._stub.AbandonTaskActivityWorkItem(
-                    pb.AbandonActivityTaskRequest(completionToken=token), metadata=self._metadata)
-                return
-            response = pb.ActivityResponse(instanceId=instance_id, taskId=request.taskId, completionToken=token)
-            try:
-                output = self._execute_activity(request)
-                if output is not None:
-                    response.result.value = output
-            except Exception as error:
-                response.failureDetails.CopyFrom(failure_details(error))
-            self._stub.CompleteActivityTask(response, metadata=self._metadata)
+            output = self._execute_activity(request)
+            if output is not None:
+                response.result.value = output
+        except Exception as error:
+            response.failureDetails.CopyFrom(failure_details(error))
+        if token in self._handed_back:
+            return WorkItemOutcome.ABANDONED
+        self._stub.CompleteActivityTask(response, metadata=self._metadata)
+        return WorkItemOutcome.FAILED if response.HasField("failureDetails") else WorkItemOutcome.COMPLETED
+
+    def _run(self, item: WorkItemInfo, token: str, run_and_report: Callable[[], WorkItemOutcome],
+             description: str) -> None:
+        """Run one work item on a pool thread, tell the listener, and free its slot."""
+        self._listener.work_item_started(item)
+        began = time.monotonic()
+        try:
+            outcome = run_and_report()
         except grpc.RpcError as error:
-            self._logger.warning("Could not report activity '%s#%d' of '%s' to the hub (%s: %s); "
-                                 "the hub will redeliver it", request.name, request.taskId, instance_id,
-                                 error.code().name, error.details())
+            self._logger.warning("Could not report %s to the hub (%s: %s); the hub will redeliver it",
+                                 description, error.code().name, error.details())
+            outcome = WorkItemOutcome.NOT_REPORTED
         finally:
-            self._activity_slots.release()
+            self._slots(item.kind).release()
+        self._listener.work_item_finished(item, outcome, time.monotonic() - began)
 
     def _execute_activity(self, request: pb.ActivityRequest) -> str | None:
         """Run the activity; its JSON-encoded output, or an exception describing its failure."""
