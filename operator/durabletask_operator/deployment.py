@@ -1,0 +1,100 @@
+"""The Deployment a WorkerPool becomes: the runner's environment contract, labels, probes, ownership."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from durabletask_operator.spec import API_VERSION, GROUP, KIND, Pool
+
+MANAGED_BY = "durabletask-operator"
+VERSION_LABEL = f"{GROUP}/version"
+POOL_LABEL = f"{GROUP}/pool"
+# Seconds between the runner's drain deadline and the kubelet's SIGKILL: room to close streams and exit.
+SHUTDOWN_MARGIN_SECONDS = 10
+
+
+def selector_labels(pool: Pool) -> dict[str, str]:
+    """Labels that pick the pool's pods; they never change for a pool (a Deployment's selector is immutable)."""
+    return {POOL_LABEL: pool.name, "app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+def labels(pool: Pool) -> dict[str, str]:
+    return {
+        **selector_labels(pool),
+        "app.kubernetes.io/name": pool.app,
+        "app.kubernetes.io/instance": pool.name,
+        "app.kubernetes.io/version": pool.version,
+        "app.kubernetes.io/component": "worker",
+        VERSION_LABEL: pool.version,
+    }
+
+
+def runner_env(pool: Pool) -> list[dict[str, str]]:
+    """The worker runner's contract (worker_image/README.md)."""
+    env = {
+        "DURABLETASK_ADDRESS": pool.task_hub_address,
+        "DURABLETASK_APP": pool.module,
+        "DURABLETASK_VERSION": pool.version,
+        "DURABLETASK_DEFAULT_VERSION": pool.default_version,
+        "DURABLETASK_MATCH_STRATEGY": pool.match_strategy,
+        "DURABLETASK_FAILURE_STRATEGY": pool.failure_strategy,
+        "DURABLETASK_HTTP_PORT": str(pool.http_port),
+        "DURABLETASK_DRAIN_SECONDS": str(pool.drain_grace_seconds),
+    }
+    if pool.concurrency is not None:
+        env["DURABLETASK_CONCURRENCY"] = str(pool.concurrency)
+    return [{"name": name, "value": value} for name, value in env.items()]
+
+
+def build_deployment(pool: Pool, replicas: int) -> dict[str, Any]:
+    own_env = runner_env(pool)
+    own_names = {item["name"] for item in own_env}
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": pool.image,
+        # The runner's variables come last and the user's copies of them are dropped: they define the pool.
+        "env": [dict(item) for item in pool.extra_env if item.get("name") not in own_names] + own_env,
+        "ports": [{"name": "http", "containerPort": pool.http_port, "protocol": "TCP"}],
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 2},
+    }
+    if pool.resources:
+        container["resources"] = dict(pool.resources)
+    pool_labels = labels(pool)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": pool.name,
+            "namespace": pool.namespace,
+            "labels": pool_labels,
+            "ownerReferences": [{"apiVersion": f"{GROUP}/{API_VERSION}", "kind": KIND, "name": pool.name,
+                                 "uid": pool.uid, "controller": True, "blockOwnerDeletion": True}],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector_labels(pool)},
+            "template": {
+                "metadata": {"labels": {**pool.extra_labels, **pool_labels}},
+                "spec": {
+                    "terminationGracePeriodSeconds": pool.drain_grace_seconds + SHUTDOWN_MARGIN_SECONDS,
+                    "containers": [container],
+                },
+            },
+        },
+    }
+
+
+def drifted(desired: Any, actual: Any) -> bool:
+    """Whether `actual` differs from `desired` in anything `desired` sets.
+
+    Fields only in `actual` are ignored: the API server fills in defaults (imagePullPolicy,
+    terminationMessagePath, ...) that would otherwise look like drift on every check.
+    """
+    if isinstance(desired, Mapping):
+        return not isinstance(actual, Mapping) or any(drifted(value, actual.get(key)) for key, value in desired.items())
+    if isinstance(desired, list):
+        return (not isinstance(actual, list) or len(desired) != len(actual)
+                or any(drifted(d, a) for d, a in zip(desired, actual)))
+    return desired != actual
