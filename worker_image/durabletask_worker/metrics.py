@@ -1,0 +1,33 @@
+"""The worker's Prometheus metrics, fed by the worker's work item listener."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from durabletask.worker import TaskHubGrpcWorker, WorkItemInfo, WorkItemListener, WorkItemOutcome
+
+
+class WorkerMetrics(WorkItemListener):
+    """Work items in flight, work items finished by outcome, activity durations, connectedness."""
+
+    def __init__(self, worker: TaskHubGrpcWorker):
+        self.registry = CollectorRegistry()
+        self._in_flight = Gauge("durabletask_worker_work_items_in_flight",
+                                "Work items this worker is running now.", ["kind"], registry=self.registry)
+        self._finished = Counter("durabletask_worker_work_items",
+                                 "Work items this worker finished, by how they ended: completed, failed, "
+                                 "abandoned (handed back to the hub) or not_reported.",
+                                 ["kind", "name", "version", "outcome"], registry=self.registry)
+        self._activity_seconds = Histogram("durabletask_worker_activity_duration_seconds",
+                                           "How long activities ran on this worker.", ["name"],
+                                           registry=self.registry)
+        connected = Gauge("durabletask_worker_connected",
+                          "1 while the work item stream to the task hub is open, else 0.", registry=self.registry)
+        connected.set_function(lambda: float(worker.is_connected))
+
+    def work_item_started(self, item: WorkItemInfo) -> None:
+        self._in_flight.labels(item.kind).inc()
+
+    def work_item_finished(self, item: WorkItemInfo, outcome: WorkItemOutcome, seconds: float) -> None:
+        self._in_flight.labels(item.kind).dec()
+        self._finished.labels(item.kind, item.name, item.version, outcome.value).inc()
+        if item.kind == "activity" and outcome in (WorkItemOutcome.COMPLETED, WorkItemOutcome.FAILED):
+            self._activity_seconds.labels(item.name).observe(seconds)
