@@ -1,5 +1,5 @@
-"""Start real processes for tests: our task hub server, Microsoft's in-memory backend, and
-Microsoft's SDK in its own virtual environment (its package name clashes with ours)."""
+"""Start real processes for tests: our task hub server, our worker runner, Microsoft's in-memory
+backend, and Microsoft's SDK in its own virtual environment (its package name clashes with ours)."""
 
 import os
 import signal
@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -129,6 +131,55 @@ class MsBackendProcess:
         self.process = subprocess.Popen([str(ms_python()), "-c", MS_BACKEND_SCRIPT, str(self.port)], cwd="/")
         wait_for_hub(self.address, self.process)
         return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+
+RUNNER = Path(sys.executable).parent / "durabletask-worker"
+
+
+class RunnerProcess:
+    """The `durabletask-worker` console script as a subprocess, its probes on a free port."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None):
+        self.http_port = free_port()
+        self.args = ["--http-port", str(self.http_port), "--log-level", "WARNING", *args]
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "RunnerProcess":
+        self.process = subprocess.Popen([str(RUNNER), *self.args], cwd=REPO, env=self.env)
+        return self
+
+    def get(self, path: str) -> tuple[int, str]:
+        """(status, body) of GET `path` on the probe port; (0, "") while nothing listens there."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=2) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+        except OSError:
+            return 0, ""
+
+    def wait_until(self, path: str, status: int, timeout: float = 15.0) -> str:
+        """Poll `path` until it answers `status`; returns the body."""
+        deadline = time.monotonic() + timeout
+        while True:
+            code, body = self.get(path)
+            if code == status:
+                return body
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the runner exited with code {self.process.returncode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{path} answered {code}, not {status}, within {timeout}s")
+            time.sleep(0.05)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM the runner; its exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
 
     def stop(self) -> None:
         if self.process is not None:
