@@ -1,9 +1,10 @@
 """kmock's Kubernetes emulator, made realistic enough for kopf and kubectl, run on a loopback port.
 
 kmock 0.8 stores and streams objects but leaves out what controllers rely on; this subclass adds:
-- metadata stamped on writes (resourceVersion, uid, generation bumped on spec changes,
+- metadata stamped on writes (names from generateName, resourceVersion, uid, generation bumped on spec changes,
   creationTimestamp), and lists that carry the current resourceVersion;
 - watches that resume after a resourceVersion instead of replaying every object;
+- namespaces as a resource (kmock cannot parse their paths);
 - label selectors (equality and existence) on lists and watches;
 - resources learned from posted CustomResourceDefinitions, with their printer columns served as
   a Table to `kubectl get`;
@@ -23,9 +24,20 @@ from typing import Any
 
 import attrs
 import kmock
-from kmock._internal import aiobus, enums, references
+from kmock._internal import aiobus, enums, parsing, references
 
 DEPLOYMENTS = references.resource("apps", "v1", "deployments")
+
+
+def _parse_path(path: str, _parse=parsing.parse_path) -> parsing.ParsedPath:
+    """kmock 0.8 reads `/api/v1/namespaces[/NAME]` as a namespace prefix without a resource (and fails)."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and (len(parts) in (3, 4) or parts[4:] in (["status"], ["finalize"])):
+        return parsing.ParsedPath("", "v1", "namespaces", None, *parts[3:])
+    return _parse(path)
+
+
+parsing.parse_path = _parse_path
 
 
 class LoggedBus(aiobus.Bus):
@@ -92,6 +104,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             meta = request.data.setdefault("metadata", {})
             meta.update(uid=str(uuid.uuid4()), generation=1, resourceVersion=self._next_version(),
                         creationTimestamp=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+            if "name" not in meta and "generateName" in meta:
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
             if request.namespace and "namespace" not in meta:
                 meta["namespace"] = request.namespace
             self._pretend_pods_start(request.resource, request.data)
