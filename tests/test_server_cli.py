@@ -55,3 +55,11 @@ def test_metrics_report_instances_by_name_version_and_status(server_factory):
                re.findall(r'^durabletask_orchestrations\{([^}]*)\} (\S+)$', page, re.MULTILINE)}
     assert samples[(("name", "billing"), ("status", "PENDING"), ("version", "1.2"))] == 2
     assert samples[(("name", "billing"), ("status", "TERMINATED"), ("version", "1.2"))] == 1
+
+
+def test_a_taken_port_is_a_clear_error(server_factory):
+    server = server_factory()
+    done = subprocess.run(server_command("--port", str(server.port), "--store", server.store_url + "-second"),
+                          capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert done.returncode == 1
+    assert f"Cannot listen on 127.0.0.1 (gRPC port {server.port}" in done.stderr

@@ -28,7 +28,7 @@ class TaskHubServer:
         self.port = port
         self._lease_seconds = lease_seconds
         self._max_payload = max_payload_bytes
-        self._metrics_port = metrics_port
+        self.metrics_port = metrics_port
         self._metrics = None
         self._grpc: grpc.aio.Server | None = None
         self._dispatcher: Dispatcher | None = None
@@ -48,13 +48,15 @@ class TaskHubServer:
         # our check and gets an error naming --max-payload-bytes.
         limit = self._max_payload * 4 + 1024 * 1024
         self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
-                                              ("grpc.max_send_message_length", -1)])
+                                              ("grpc.max_send_message_length", -1),
+                                              # a second hub on a taken port must fail, not share it
+                                              ("grpc.so_reuseport", 0)])
         servicer = TaskHubServicer(self.store, self._dispatcher, watchers, self._max_payload)
         stubs.add_TaskHubSidecarServiceServicer_to_server(servicer, self._grpc)
         self.port = self._grpc.add_insecure_port(f"{self.host}:{self.port}")
         await self._grpc.start()
-        if self._metrics_port:
-            self._metrics = serve_metrics(self.store, self.host, self._metrics_port)
+        if self.metrics_port:
+            self._metrics = serve_metrics(self.store, self.host, self.metrics_port)
         return self
 
     async def stop(self, grace: float = 5.0) -> None:

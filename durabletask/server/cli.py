@@ -29,8 +29,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class StartupError(Exception):
+    pass
+
+
 async def serve(server: TaskHubServer, store_url: str) -> None:
-    await server.start()
+    try:
+        await server.start()
+    except (OSError, RuntimeError) as error:  # a port that is taken, an address we cannot bind
+        await server.stop(grace=0)
+        raise StartupError(f"Cannot listen on {server.host} (gRPC port {server.port}, metrics port "
+                           f"{server.metrics_port}): {str(error).rstrip('.')}.") from None
     log.info("task hub listening on %s:%d, state in %s", server.host, server.port, store_url)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -53,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     server = TaskHubServer(store, args.host, args.port, lease_seconds=args.lease_seconds,
                            max_payload_bytes=args.max_payload_bytes, metrics_port=args.metrics_port)
-    asyncio.run(serve(server, store_url))
+    try:
+        asyncio.run(serve(server, store_url))
+    except StartupError as error:
+        print(f"durabletask-server: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

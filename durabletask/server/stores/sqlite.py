@@ -487,9 +487,9 @@ class SqliteStore(Store):
         if query.created_to is not None:
             where.append("created_at < ?")
             params.append(query.created_to)
-        if query.id_prefix:
-            where.append("instance_id >= ? AND substr(instance_id, 1, ?) = ?")
-            params += [query.id_prefix, len(query.id_prefix), query.id_prefix]
+        if query.id_prefix:  # a key range, so the primary key index finds it
+            where.append("instance_id >= ? AND instance_id < ?")
+            params += [query.id_prefix, query.id_prefix[:-1] + chr(ord(query.id_prefix[-1]) + 1)]
         if query.after_id is not None:
             where.append("instance_id > ?")
             params.append(query.after_id)
