@@ -1,5 +1,6 @@
 """The TaskHubSidecarService: translates gRPC requests into store calls and store state back into
-protocol messages. Validation and error codes live here; semantics live in the store."""
+protocol messages. Validation and error codes live here; semantics live in the store and in
+`episodes.py`."""
 
 from __future__ import annotations
 
