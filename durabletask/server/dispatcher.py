@@ -34,21 +34,11 @@ class WorkerStream:
         self.orchestration_tokens: set[str] = set()
         self.activity_tokens: set[str] = set()
 
-    def free_orchestrations(self) -> int:
-        return _worth_claiming(self.max_orchestrations, len(self.orchestration_tokens))
+    def wanted_orchestrations(self) -> int:
+        return self.max_orchestrations - len(self.orchestration_tokens)
 
-    def free_activities(self) -> int:
-        return _worth_claiming(self.max_activities, len(self.activity_tokens))
-
-
-CLAIM_BATCH = 8
-
-
-def _worth_claiming(limit: int, held: int) -> int:
-    """How many items to claim for a stream: none while it is busy with all but a few of its slots,
-    so that a stream working at full tilt refills in batches rather than one store call per result."""
-    free = limit - held
-    return free if held == 0 or free >= min(CLAIM_BATCH, limit) else 0
+    def wanted_activities(self) -> int:
+        return self.max_activities - len(self.activity_tokens)
 
 
 class Dispatcher:
@@ -102,7 +92,7 @@ class Dispatcher:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            hungry = [s for s in self._streams if s.free_orchestrations() > 0 or s.free_activities() > 0]
+            hungry = [s for s in self._streams if s.wanted_orchestrations() > 0 or s.wanted_activities() > 0]
             if not hungry:
                 continue
             # Claims reach the store in this order; shuffling spreads work (and the retries of work
@@ -120,7 +110,7 @@ class Dispatcher:
             self._set_alarm(min(next_ready) if next_ready else None)
 
     async def _fill(self, stream: WorkerStream) -> tuple[bool, float | None]:
-        want_o, want_a = max(stream.free_orchestrations(), 0), max(stream.free_activities(), 0)
+        want_o, want_a = stream.wanted_orchestrations(), stream.wanted_activities()
         claim: ClaimResult = await self._store.claim(want_o, want_a, stream.filters, self._lease_seconds)
         if stream not in self._streams:  # closed while we claimed
             tokens = {item.token for item in claim.orchestrations + claim.activities}
