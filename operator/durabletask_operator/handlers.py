@@ -68,7 +68,8 @@ def register(registry: kopf.OperatorRegistry, counts: SharedCounts, interval: fl
             kopf.event(body, type="Warning", reason="DeploymentFailed",
                        message=f"Applying Deployment {pool.name} failed: {error.status} {error.reason}.")
             raise  # kopf retries after the back-off
-        patch.status.update(plan.status)
+        # Only what changed: an unchanged status then costs no write and wakes no watcher.
+        patch.status.update({key: value for key, value in plan.status.items() if body.status.get(key) != value})
         for event in plan.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 

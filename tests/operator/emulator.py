@@ -15,6 +15,7 @@ kmock 0.8 stores and streams objects but leaves out what controllers rely on; th
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import datetime
 import itertools
@@ -90,7 +91,7 @@ def _json_path(obj: dict, path: str) -> Any:
 
 @attrs.define(kw_only=True)
 class ApiServerEmulator(kmock.KubernetesEmulator):
-    _buses: dict = attrs.field(factory=lambda: __import__("collections").defaultdict(LoggedBus))
+    _buses: dict = attrs.field(factory=lambda: collections.defaultdict(LoggedBus))
     _versions: Any = attrs.field(factory=lambda: itertools.count(1))
     _latest: int = 0
     _printer_columns: dict = attrs.field(factory=dict)

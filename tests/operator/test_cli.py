@@ -1,0 +1,18 @@
+"""The operator refuses to start without what it needs, and says which flag is missing."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--namespace", "shop"], "one of --prometheus-url or --hub-metrics-url is required"),
+    (["--hub-metrics-url", "http://hub:9464/metrics"], "choose the scope: --namespace NAME (repeatable) or --all-namespaces"),
+])
+def test_missing_settings_are_named(args, message):
+    result = subprocess.run([sys.executable, "-m", "durabletask_operator.cli", *args], capture_output=True, text=True,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("DURABLETASK_")})
+    assert result.returncode == 2
+    assert message in result.stderr
