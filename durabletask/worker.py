@@ -485,13 +485,15 @@ class TaskHubGrpcWorker:
         slots = self._slots(kind)
         slots.acquire()
         with self._in_flight_lock:
-            if not self._stopping.is_set():
-                future = self._pool(kind).submit(run, request, token)
+            future = None if self._stopping.is_set() else self._pool(kind).submit(run, request, token)
+            if future is not None:
                 self._in_flight[token] = (kind, future)
-                future.add_done_callback(lambda _: self._settled(token))
-                return
-        slots.release()
-        self._hand_back(kind, token)
+        if future is None:
+            slots.release()
+            self._hand_back(kind, token)
+        else:
+            # Outside the lock: a future already done runs the callback here and now.
+            future.add_done_callback(lambda _: self._settled(token))
 
     def _settled(self, token: str) -> None:
         with self._in_flight_lock:

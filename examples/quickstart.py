@@ -261,6 +261,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a shorter run (for CI), about 15 seconds")
     pace = QUICK if parser.parse_args().quick else NORMAL
+    # Ctrl-C and SIGTERM both end the run through KeyboardInterrupt, so the cleanup below runs.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="durabletask-quickstart-") as folder, ExitStack() as cleanup:
         processes = Processes(folder)
         cleanup.callback(processes.stop)

@@ -1,6 +1,8 @@
 """The README's main command: the quickstart's rolling upgrade (short form), end to end."""
 
+import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -25,3 +27,26 @@ def test_quickstart_upgrades_from_v1_to_v2_without_losing_an_order():
     v2_completed_at_stop = int(re.findall(r"v2\.0: +\d+ in flight, +(\d+) completed", out[:stop])[-1])
     assert v2_completed[-1] == as_v2 > v2_completed_at_stop
     assert out.rstrip().endswith("Rolling upgrade complete: nothing lost.")
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+def test_interrupting_the_quickstart_stops_every_process_it_started():
+    quickstart = subprocess.Popen([sys.executable, "examples/quickstart.py", "--quick"], cwd=REPO,
+                                  stdout=subprocess.PIPE, text=True)
+    try:
+        for line in quickstart.stdout:
+            if line.startswith("v2 pool ready"):
+                break
+        started = children(quickstart.pid)
+        assert len(started) == 5  # the server and two pools of two
+        quickstart.send_signal(signal.SIGINT)
+        assert quickstart.wait(30) == 130
+        still_running = [pid for pid in started if os.path.exists(f"/proc/{pid}")]
+        assert still_running == []
+    finally:
+        quickstart.kill()
+        quickstart.wait()
