@@ -30,10 +30,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--interval", type=float, default=float(os.environ.get("DURABLETASK_OPERATOR_INTERVAL", 15)),
                         help="seconds between checks of each pool (env DURABLETASK_OPERATOR_INTERVAL; default 15)")
     parser.add_argument("--verbose", action="store_true", help="log every API call and handler run")
-    parser.add_argument("--liveness", metavar="URL", help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument("--liveness", metavar="URL",
+                        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
     args = parser.parse_args(argv)
     if not args.prometheus_url and not args.hub_metrics_url:
-        parser.error("one of --prometheus-url or --hub-metrics-url is required: without instance counts nothing could ever drain.")
+        parser.error("one of --prometheus-url or --hub-metrics-url is required: "
+                     "without instance counts nothing could ever drain.")
     if not args.namespace and not args.all_namespaces:
         parser.error("choose the scope: --namespace NAME (repeatable) or --all-namespaces.")
     return args

@@ -63,11 +63,9 @@ def register(registry: kopf.OperatorRegistry, counts: SharedCounts, interval: fl
         try:
             apply_deployment(pool, plan, live[pool.name], logger)
         except ApiException as error:
-            if error.status in (404, 409):  # the index lagged behind the API; the next tick sees the truth
-                raise kopf.TemporaryError(f"Deployment {pool.name} changed underneath: {error.reason}.", delay=1) from None
             kopf.event(body, type="Warning", reason="DeploymentFailed",
                        message=f"Applying Deployment {pool.name} failed: {error.status} {error.reason}.")
-            raise  # kopf retries after the back-off
+            raise  # kopf retries after ERROR_BACKOFF_SECONDS
         # Only what changed: an unchanged status then costs no write and wakes no watcher.
         patch.status.update({key: value for key, value in plan.status.items() if body.status.get(key) != value})
         for event in plan.events:

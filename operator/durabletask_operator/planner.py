@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cmp_to_key
 from typing import Any
@@ -62,7 +62,7 @@ class PoolPlan:
     replicas: int | None
     delete_deployment: bool
     status: dict[str, Any]
-    events: list[Event] = field(default_factory=list)
+    events: list[Event]
 
 
 def serves(pool: Pool, version: str) -> bool:
@@ -103,13 +103,15 @@ def plan_group(pools: Sequence[Pool], deployments: Mapping[str, ObservedDeployme
     for rank, pool in enumerate(valid):
         deployment = deployments.get(pool.name)
         if rank == 0:
-            plans[pool.name] = _serving_plan(pool, ACTIVE, deployment, counts, now, ("False", SERVING, "This is the newest pool of its app."))
+            progressing = ("False", SERVING, "This is the newest pool of its app.")
+            plans[pool.name] = _serving_plan(pool, ACTIVE, deployment, counts, now, progressing)
         elif counts is None:
             plans[pool.name] = _unknown_plan(pool, deployment, valid[0], now)
         elif waiting[pool.name]:
             versions = ", ".join(f"{n} of version {v or '(none)'}" for v, n in sorted(waiting[pool.name].items()))
-            plans[pool.name] = _serving_plan(pool, DRAINING, deployment, counts, now, (
-                "True", WAITING_FOR_INSTANCES, f"Newer pool {valid[0].name} exists; waiting for {versions} that no newer pool runs."))
+            progressing = ("True", WAITING_FOR_INSTANCES,
+                           f"Newer pool {valid[0].name} exists; waiting for {versions} that no newer pool runs.")
+            plans[pool.name] = _serving_plan(pool, DRAINING, deployment, counts, now, progressing)
         else:
             plans[pool.name] = _drained_plan(pool, deployment, counts, now)
     return plans
@@ -144,26 +146,32 @@ def _drained_plan(pool: Pool, deployment: ObservedDeployment | None, counts: Map
         phase, replicas, delete = SCALED_DOWN, None, True
         progressing = ("False", DEPLOYMENT_DELETED, "No orchestration needs this pool; its Deployment is deleted.")
         if deployment is not None:
-            events.append(Event("Normal", DEPLOYMENT_DELETED, f"Deleting the Deployment {pool.delete_delay} after the pool drained."))
+            seconds = int(pool.delete_delay.total_seconds())
+            message = f"Deleting the Deployment {seconds} s after the pool drained."
+            events.append(Event("Normal", DEPLOYMENT_DELETED, message))
     elif age >= pool.scale_down_delay:
         phase, replicas, delete = SCALED_DOWN, 0, False
-        progressing = ("True", WAITING_TO_DELETE, f"Scaled to zero; the Deployment is deleted at {(since + pool.delete_delay).isoformat()}.")
+        progressing = ("True", WAITING_TO_DELETE,
+                       f"Scaled to zero; the Deployment is deleted at {(since + pool.delete_delay).isoformat()}.")
     else:
         phase, replicas, delete = DRAINED, pool.replicas, False
-        progressing = ("True", WAITING_TO_SCALE_DOWN, f"No orchestration needs this pool; scaling to zero at {(since + pool.scale_down_delay).isoformat()}.")
+        progressing = ("True", WAITING_TO_SCALE_DOWN, "No orchestration needs this pool; scaling to zero at "
+                       f"{(since + pool.scale_down_delay).isoformat()}.")
     if pool.phase != phase:
         events.append(Event("Normal", phase, progressing[2]))
     return _plan(pool, phase, replicas, delete, deployment, counts, since, progressing, events, now)
 
 
 def _unknown_plan(pool: Pool, deployment: ObservedDeployment | None, newest: Pool, now: datetime) -> PoolPlan:
-    progressing = ("Unknown", METRICS_UNKNOWN, "Instance counts are unknown, so nothing drains until they are known again.")
+    progressing = ("Unknown", METRICS_UNKNOWN,
+                   "Instance counts are unknown, so nothing drains until they are known again.")
     events = [] if _condition(pool, "Progressing").get("reason") == METRICS_UNKNOWN else [
         Event("Warning", METRICS_UNKNOWN, progressing[2])]
     if pool.drained_since is None:
         phase, replicas = DRAINING, pool.replicas
         if pool.phase != phase:
-            events.append(Event("Normal", phase, f"Newer pool {newest.name} exists; keeping this pool until instance counts are known."))
+            events.append(Event("Normal", phase,
+                                f"Newer pool {newest.name} exists; keeping this pool until instance counts are known."))
     else:  # hold the drained pool where it is: neither scale it back up nor let its delays run out
         phase, replicas = pool.phase or DRAINED, deployment.replicas if deployment is not None else None
     return _plan(pool, phase, replicas, False, deployment, None, pool.drained_since, progressing, events, now)
@@ -173,8 +181,9 @@ def _invalid_plan(pool: Pool, problem: str, deployment: ObservedDeployment | Non
     previous = _condition(pool, "Ready")
     same = pool.phase == INVALID and previous.get("message") == problem
     events = [] if same else [Event("Warning", INVALID_SPEC, problem)]
-    status = _status(pool, INVALID, deployment.replicas if deployment else 0, deployment, None, pool.drained_since, now, [
-        ("Ready", "False", INVALID_SPEC, problem), ("Progressing", "False", INVALID_SPEC, problem)])
+    conditions = [("Ready", "False", INVALID_SPEC, problem), ("Progressing", "False", INVALID_SPEC, problem)]
+    desired = deployment.replicas if deployment else 0
+    status = _status(pool, INVALID, desired, deployment, None, pool.drained_since, now, conditions)
     return PoolPlan(None, False, status, events)
 
 

@@ -7,7 +7,7 @@ them on a real cluster, but the operator must not depend on that (older objects,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,13 +54,13 @@ class Pool:
     drain_grace_seconds: int
     scale_down_delay: timedelta
     delete_delay: timedelta
-    extra_labels: Mapping[str, str] = field(default_factory=dict)
-    extra_env: tuple[Mapping[str, Any], ...] = ()
-    resources: Mapping[str, Any] | None = None
+    extra_labels: Mapping[str, str]
+    extra_env: tuple[Mapping[str, Any], ...]
+    resources: Mapping[str, Any] | None
     # Recorded by earlier reconciliations (status); the planner's memory between runs.
-    phase: str | None = None
-    drained_since: datetime | None = None
-    conditions: tuple[Mapping[str, Any], ...] = ()
+    phase: str | None
+    drained_since: datetime | None
+    conditions: tuple[Mapping[str, Any], ...]
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Pool:

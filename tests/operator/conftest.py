@@ -49,6 +49,9 @@ class Cluster:
         assert result.returncode == 0, f"kubectl {' '.join(args)} failed: {result.stderr}"
         return result.stdout
 
+    def apply(self, namespace: str, manifest: str) -> str:
+        return self.kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest)
+
     def pool(self, namespace: str, name: str) -> dict:
         return self.custom.get_namespaced_custom_object("durabletask.dev", "v1alpha1", namespace, "workerpools", name)
 

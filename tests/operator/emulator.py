@@ -131,14 +131,15 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                     meta["generation"] = current["metadata"].get("generation", 1) + 1
             if request.subresource is None:
                 request.data.pop("status", None)  # status changes only through /status, as with a real API server
-            self._pretend_pods_start(request.resource, {**current, "spec": {**current.get("spec", {}), **request.data.get("spec", {})}},
-                                     into=request.data)
+            spec = {**current.get("spec", {}), **request.data.get("spec", {})}
+            self._pretend_pods_start(request.resource, {"spec": spec}, into=request.data)
 
     @staticmethod
     def _pretend_pods_start(resource, obj: dict, into: dict | None = None) -> None:
         if resource == DEPLOYMENTS:
             replicas = obj.get("spec", {}).get("replicas", 1)
-            (into if into is not None else obj).setdefault("status", {}).update(replicas=replicas, readyReplicas=replicas)
+            status = (into if into is not None else obj).setdefault("status", {})
+            status.update(replicas=replicas, readyReplicas=replicas)
 
     def _learn(self, crd: dict) -> None:
         spec = crd["spec"]

@@ -9,7 +9,7 @@ import pytest
 
 @pytest.mark.parametrize("args, message", [
     (["--namespace", "shop"], "one of --prometheus-url or --hub-metrics-url is required"),
-    (["--hub-metrics-url", "http://hub:9464/metrics"], "choose the scope: --namespace NAME (repeatable) or --all-namespaces"),
+    (["--hub-metrics-url", "http://hub:9464/metrics"], "choose the scope: --namespace NAME"),
 ])
 def test_missing_settings_are_named(args, message):
     result = subprocess.run([sys.executable, "-m", "durabletask_operator.cli", *args], capture_output=True, text=True,

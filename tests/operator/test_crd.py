@@ -22,7 +22,8 @@ def validate(manifest):
 
 def test_the_crd_names_the_resource_the_operator_watches():
     assert CRD["metadata"]["name"] == f"{spec.PLURAL}.{spec.GROUP}"
-    assert (CRD["spec"]["group"], VERSION["name"], CRD["spec"]["names"]["kind"]) == (spec.GROUP, spec.API_VERSION, spec.KIND)
+    names = (CRD["spec"]["group"], VERSION["name"], CRD["spec"]["names"]["kind"])
+    assert names == (spec.GROUP, spec.API_VERSION, spec.KIND)
     assert CRD["spec"]["scope"] == "Namespaced" and "status" in VERSION["subresources"]
 
 

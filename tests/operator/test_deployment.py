@@ -47,8 +47,9 @@ def test_labels_owner_and_selector():
     deployment = build_deployment(pool(template={"labels": {"team": "checkout", "durabletask.dev/version": "x"}}), 2)
     meta, spec = deployment["metadata"], deployment["spec"]
     assert (meta["name"], meta["namespace"], spec["replicas"]) == ("orders-v2", "shop", 2)
-    assert meta["ownerReferences"] == [{"apiVersion": "durabletask.dev/v1alpha1", "kind": "WorkerPool",
-                                        "name": "orders-v2", "uid": "u-1", "controller": True, "blockOwnerDeletion": True}]
+    owner = {"apiVersion": "durabletask.dev/v1alpha1", "kind": "WorkerPool", "name": "orders-v2", "uid": "u-1",
+             "controller": True, "blockOwnerDeletion": True}
+    assert meta["ownerReferences"] == [owner]
     assert meta["labels"]["durabletask.dev/version"] == "2.0"
     assert meta["labels"]["app.kubernetes.io/name"] == "orders"
     assert meta["labels"]["app.kubernetes.io/managed-by"] == "durabletask-operator"

@@ -42,7 +42,7 @@ def test_v1_drains_after_its_last_instance_and_scales_to_zero(cluster, namespace
     with running_worker(hub.address, orchestrators=[wait_for_release], versioning=strict("1.0")), \
             running_worker(hub.address, orchestrators=[wait_for_release], versioning=strict("2.0")):
         # Step 1: v1 alone, serving two v1 instances.
-        cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("orders-v1", "1.0", replicas=2, drain=drain))
+        cluster.apply(namespace, manifest("orders-v1", "1.0", replicas=2, drain=drain))
         v1_ids = [hub_client.schedule_new_orchestration(wait_for_release, instance_id=new_id("v1"), version="1.0")
                   for _ in range(2)]
         for instance_id in v1_ids:
@@ -51,7 +51,7 @@ def test_v1_drains_after_its_last_instance_and_scales_to_zero(cluster, namespace
         assert replicas("orders-v1") == 2
 
         # Step 2: v2 arrives; v1 keeps its replicas while its instances run, well past both delays.
-        cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("orders-v2", "2.0", replicas=3, drain=drain))
+        cluster.apply(namespace, manifest("orders-v2", "2.0", replicas=3, drain=drain))
         v2_id = hub_client.schedule_new_orchestration(wait_for_release, instance_id=new_id("v2"), version="2.0")
         reaches("orders-v2", phase="Active", desiredReplicas=3)
         reaches("orders-v1", phase="Draining", runningInstances=2)
@@ -85,7 +85,8 @@ def test_v1_drains_after_its_last_instance_and_scales_to_zero(cluster, namespace
         reaches("orders-v1", phase="Draining", runningInstances=1)
         wait_until(lambda: replicas("orders-v1") == 2, what="v1 Deployment re-created")
         assert "drainedSince" not in status("orders-v1")
-        wait_until(lambda: ("Normal", "Reactivated") in cluster.events(namespace, "orders-v1"), what="Reactivated event")
+        wait_until(lambda: ("Normal", "Reactivated") in cluster.events(namespace, "orders-v1"),
+                   what="Reactivated event")
         for instance_id in (late, v2_id):
             hub_client.raise_orchestration_event(instance_id, "release")
             hub_client.wait_for_orchestration_completion(instance_id, timeout=10)

@@ -23,7 +23,8 @@ def test_live_statuses_are_summed_by_version_and_terminal_ones_ignored():
 
 def test_a_page_without_the_metric_is_unknown_but_an_empty_gauge_is_zero():
     assert counts_from_exposition("# TYPE other_metric gauge\nother_metric 1.0\n") is None
-    assert counts_from_exposition("# HELP durabletask_orchestrations x\n# TYPE durabletask_orchestrations gauge\n") == {}
+    empty_gauge = "# HELP durabletask_orchestrations x\n# TYPE durabletask_orchestrations gauge\n"
+    assert counts_from_exposition(empty_gauge) == {}
 
 
 def test_unreachable_sources_are_unknown():

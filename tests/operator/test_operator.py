@@ -30,7 +30,7 @@ def test_kubectl_apply_and_get_workerpools(cluster, namespace, start_operator, h
 
 def test_a_pool_becomes_an_owned_deployment_that_follows_the_spec(cluster, namespace, start_operator, hub):
     start_operator("--hub-metrics-url", hub.metrics_url)
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("orders-v1", "1.0", replicas=2))
+    cluster.apply(namespace, manifest("orders-v1", "1.0", replicas=2))
     deployment = wait_until(lambda: cluster.deployment(namespace, "orders-v1"), what="Deployment")
     pool = cluster.pool(namespace, "orders-v1")
     assert deployment["metadata"]["owner_references"][0]["uid"] == pool["metadata"]["uid"]
@@ -40,7 +40,7 @@ def test_a_pool_becomes_an_owned_deployment_that_follows_the_spec(cluster, names
     assert deployment["spec"]["replicas"] == 2
 
     # A spec change rolls the Deployment.
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("orders-v1", "1.0", replicas=4, image="reg/orders:1.0.1"))
+    cluster.apply(namespace, manifest("orders-v1", "1.0", replicas=4, image="reg/orders:1.0.1"))
     wait_until(lambda: cluster.deployment(namespace, "orders-v1")["spec"]["template"]["spec"]["containers"][0]["image"]
                == "reg/orders:1.0.1", what="new image")
     assert cluster.deployment(namespace, "orders-v1")["spec"]["replicas"] == 4
@@ -57,7 +57,7 @@ def test_a_pool_becomes_an_owned_deployment_that_follows_the_spec(cluster, names
 def test_invalid_pools_are_reported_and_the_others_still_served(cluster, namespace, start_operator, hub):
     start_operator("--hub-metrics-url", hub.metrics_url)
     for name, version, app in (("a", "1.0", "orders"), ("b", "1.0.0", "orders"), ("c", "1.0", "billing")):
-        cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest(name, version, app=app))
+        cluster.apply(namespace, manifest(name, version, app=app))
     invalid = phase(cluster, namespace, "a", "Invalid")
     ready = next(c for c in invalid["status"]["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
@@ -68,19 +68,31 @@ def test_invalid_pools_are_reported_and_the_others_still_served(cluster, namespa
     wait_until(lambda: ("Warning", "InvalidSpec") in cluster.events(namespace, "a"), what="InvalidSpec event")
 
     # Fixing the spec makes the pool plannable again.
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("b", "2.0"))
+    cluster.apply(namespace, manifest("b", "2.0"))
     phase(cluster, namespace, "b", "Active")
     phase(cluster, namespace, "a", "Drained")
 
 
 def test_unknown_metrics_drain_nothing(cluster, namespace, start_operator):
     start_operator("--hub-metrics-url", "http://127.0.0.1:9/metrics")  # nothing listens there
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("orders-v1", "1.0"))
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("orders-v2", "2.0",
-                                                                     drain={"scaleDownDelaySeconds": 0, "deleteDelaySeconds": 0}))
+    cluster.apply(namespace, manifest("orders-v1", "1.0"))
+    cluster.apply(namespace, manifest("orders-v2", "2.0", drain={"scaleDownDelaySeconds": 0, "deleteDelaySeconds": 0}))
     pool = phase(cluster, namespace, "orders-v1", "Draining")
     progressing = next(c for c in pool["status"]["conditions"] if c["type"] == "Progressing")
     assert (progressing["status"], progressing["reason"]) == ("Unknown", "MetricsUnknown")
     assert "runningInstances" not in pool["status"]
     assert cluster.deployment(namespace, "orders-v1")["spec"]["replicas"] == 2
-    wait_until(lambda: ("Warning", "MetricsUnknown") in cluster.events(namespace, "orders-v1"), what="MetricsUnknown event")
+    wait_until(lambda: ("Warning", "MetricsUnknown") in cluster.events(namespace, "orders-v1"),
+               what="MetricsUnknown event")
+
+
+def test_a_foreign_deployment_in_the_way_is_reported_not_taken_over(cluster, namespace, start_operator, hub):
+    start_operator("--hub-metrics-url", hub.metrics_url)
+    foreign = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "orders-v1"},
+               "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "other"}}, "template": {
+                   "metadata": {"labels": {"app": "other"}}, "spec": {"containers": [{"name": "x", "image": "x"}]}}}}
+    cluster.apps.create_namespaced_deployment(namespace, foreign)
+    cluster.apply(namespace, manifest("orders-v1", "1.0"))
+    wait_until(lambda: ("Warning", "DeploymentFailed") in cluster.events(namespace, "orders-v1"),
+               what="DeploymentFailed event")
+    assert cluster.deployment(namespace, "orders-v1")["spec"]["template"]["spec"]["containers"][0]["image"] == "x"

@@ -63,7 +63,8 @@ def test_a_lone_pool_is_active_with_its_replicas_and_says_so_once():
     ("Strict", "None", {"2.0": 1}, "Drained"),
     ("Strict", "None", {"3.0": 1}, "Draining"),
 ])
-def test_an_old_pool_is_needed_while_some_version_only_it_runs_has_live_instances(new_match, old_match, counts, old_phase):
+def test_an_old_pool_is_needed_while_a_version_only_it_runs_has_live_instances(new_match, old_match, counts,
+                                                                               old_phase):
     old, new = pool("v1", "1.0", old_match), pool("v2", "2.0", new_match)
     plans = plan([old, new], counts)
     assert plans["v2"].status["phase"] == "Active"
@@ -125,7 +126,8 @@ def test_drained_pool_scales_to_zero_after_the_scale_down_delay_then_loses_its_d
 
 def test_zero_delays_scale_down_and_delete_at_once():
     old = Pool.from_body({"metadata": {"name": "v1"}, "spec": {
-        "app": "a", "version": "1", "matchStrategy": "Strict", "drain": {"scaleDownDelaySeconds": 0, "deleteDelaySeconds": 0}}})
+        "app": "a", "version": "1", "matchStrategy": "Strict",
+        "drain": {"scaleDownDelaySeconds": 0, "deleteDelaySeconds": 0}}})
     result = plan_group([old, pool("v2", "2", app="a")], {"v1": ObservedDeployment(1, 1)}, {}, NOW)["v1"]
     assert result.delete_deployment
 
@@ -183,7 +185,8 @@ def test_an_invalid_pool_is_reported_and_left_alone_while_the_others_are_planned
     bad = Pool.from_body({"metadata": {"name": "bad"}, "spec": {
         "app": "orders", "version": version, "matchStrategy": match, "failureStrategy": failure}})
     plans = plan_group([bad, pool("v1", "1.5")], running(pool("v1", "1.5")), {"1.5": 1}, NOW)
-    assert (plans["bad"].replicas, plans["bad"].delete_deployment, plans["bad"].status["phase"]) == (None, False, "Invalid")
+    bad_plan = plans["bad"]
+    assert (bad_plan.replicas, bad_plan.delete_deployment, bad_plan.status["phase"]) == (None, False, "Invalid")
     assert condition(plans["bad"], "Ready")["message"].startswith(message)
     assert [(e.type, e.reason) for e in plans["bad"].events] == [("Warning", "InvalidSpec")]
     assert plans["v1"].status["phase"] == "Active"

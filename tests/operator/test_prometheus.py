@@ -37,8 +37,10 @@ def scraped_hub(tmp_path_factory):
     try:
         hub = Hub(server, metrics_port)
         # A first orchestration gives the gauge a series; wait until Prometheus has scraped it.
-        client.TaskHubGrpcClient(host_address=hub.address).schedule_new_orchestration("warm_up", instance_id=new_id("warm"))
-        wait_until(lambda: _ready(url) and query_prometheus(url) is not None, timeout=30, what="Prometheus' first scrape")
+        warm_up = client.TaskHubGrpcClient(host_address=hub.address)
+        warm_up.schedule_new_orchestration("warm_up", instance_id=new_id("warm"))
+        wait_until(lambda: _ready(url) and query_prometheus(url) is not None, timeout=30,
+                   what="Prometheus' first scrape")
         yield hub, url
     finally:
         stop_process(prometheus)
@@ -72,9 +74,10 @@ def test_operator_drains_by_prometheus_counts(scraped_hub, cluster, namespace, s
         instance = hub_client.schedule_new_orchestration(wait_for_release, instance_id=new_id("p"), version=old)
         hub_client.wait_for_orchestration_start(instance, timeout=10)
         # Prometheus lags the hub by up to a scrape; a pool seen idle before that would drain early.
-        wait_until(lambda: (query_prometheus(prometheus_url) or {}).get(old) == 1, what="Prometheus seeing the instance")
-        cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("old", old, drain=instant))
-        cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest("new", new, drain=instant))
+        wait_until(lambda: (query_prometheus(prometheus_url) or {}).get(old) == 1,
+                   what="Prometheus seeing the instance")
+        cluster.apply(namespace, manifest("old", old, drain=instant))
+        cluster.apply(namespace, manifest("new", new, drain=instant))
         wait_until(lambda: status("old").get("phase") == "Draining" and status("old").get("runningInstances") == 1,
                    timeout=20, what="old pool draining with 1 instance seen through Prometheus")
         assert cluster.deployment(namespace, "old")["spec"]["replicas"] == 2
