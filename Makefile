@@ -1,4 +1,4 @@
-# The two commands of the README: `make run` (the main job on the embedded SQLite store) and
+# The two commands of the README: `make run` (the local rolling-upgrade quickstart) and
 # `make test` (the whole suite). Both create the virtual environment they need.
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: $(VENV)/.installed
-	$(PY) examples/hello_cities.py
+	$(PY) examples/quickstart.py
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
