@@ -64,8 +64,9 @@ def query_prometheus(prometheus_url: str, timeout: float = 5.0, max_age: float =
             logger.warning("Instance counts are unknown: the newest %s sample in Prometheus is %.0f s old.",
                            METRIC, float(age[0]["value"][1]))
             return None
-        statuses = "|".join(LIVE_STATUSES)
-        result = _instant_query(prometheus_url, f'sum by (version) ({METRIC}{{status=~"{statuses}"}})', timeout)
+        # Every replica of a hub reports the same store's counts: take one per series, then sum by version.
+        live = f'{METRIC}{{status=~"{"|".join(LIVE_STATUSES)}"}}'
+        result = _instant_query(prometheus_url, f"sum by (version) (max by (name, version, status) ({live}))", timeout)
     except (OSError, ValueError, KeyError) as error:
         logger.warning("Instance counts are unknown: querying Prometheus at %s failed: %s", prometheus_url, error)
         return None

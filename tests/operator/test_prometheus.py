@@ -1,8 +1,10 @@
 """Instance counts through Debian's real Prometheus scraping a real task hub server, and the
 operator draining by them. Prometheus starts once per session (its first scrape takes seconds)."""
 
+import json
 import shutil
 import subprocess
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -27,9 +29,10 @@ def scraped_hub(tmp_path_factory):
     metrics_port, web_port = free_port(), free_port()
     server = ServerProcess(f"sqlite:///{workdir}/hub.db", extra_args=("--metrics-port", str(metrics_port))).start()
     config = workdir / "prometheus.yml"
-    config.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-                      "scrape_configs:\n"
-                      f"  - {{job_name: durabletask, static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]}}\n")
+    # Two jobs scrape the one server, as Prometheus sees two hub replicas sharing a store: same counts twice.
+    config.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n" + "".join(
+        f"  - {{job_name: {job}, static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]}}\n"
+        for job in ("hub-a", "hub-b")))
     prometheus = subprocess.Popen(
         [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
          f"--web.listen-address=127.0.0.1:{web_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -39,12 +42,18 @@ def scraped_hub(tmp_path_factory):
         # A first orchestration gives the gauge a series; wait until Prometheus has scraped it.
         warm_up = client.TaskHubGrpcClient(host_address=hub.address)
         warm_up.schedule_new_orchestration("warm_up", instance_id=new_id("warm"))
-        wait_until(lambda: _ready(url) and query_prometheus(url) is not None, timeout=30,
-                   what="Prometheus' first scrape")
+        wait_until(lambda: _ready(url) and _scraped_jobs(url) == 2 and query_prometheus(url) is not None,
+                   timeout=30, what="Prometheus' first scrape of both jobs")
         yield hub, url
     finally:
         stop_process(prometheus)
         server.stop()
+
+
+def _scraped_jobs(url):
+    query = urllib.parse.urlencode({"query": "count(durabletask_orchestrations) by (job)"})
+    with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=1) as response:
+        return len(json.load(response)["data"]["result"])
 
 
 def _ready(url):
@@ -56,6 +65,7 @@ def _ready(url):
 
 
 def test_prometheus_counts_agree_with_the_server_and_stale_data_is_unknown(scraped_hub):
+    # Counted once although two replicas report them.
     hub, prometheus_url = scraped_hub
     wait_until(lambda: query_prometheus(prometheus_url) == scrape_hub(hub.metrics_url), what="Prometheus catching up")
     assert query_prometheus(prometheus_url, max_age=-1) is None  # any sample is older than that
