@@ -524,7 +524,7 @@ class TaskHubGrpcWorker:
         started = replay.execution_started(request.pastEvents, request.newEvents)
         item = WorkItemInfo(ORCHESTRATION, started.name if started else "",
                             started.version.value if started else "")
-        self._run(item, token, lambda: self._report_orchestration(request, started, token),
+        self._run(item, lambda: self._report_orchestration(request, started, token),
                   f"orchestration '{request.instanceId}'")
 
     def _report_orchestration(self, request: pb.OrchestratorRequest,
@@ -572,7 +572,7 @@ class TaskHubGrpcWorker:
 
     def _run_activity(self, request: pb.ActivityRequest, token: str) -> None:
         item = WorkItemInfo(ACTIVITY, request.name, request.version.value)
-        self._run(item, token, lambda: self._report_activity(request, token),
+        self._run(item, lambda: self._report_activity(request, token),
                   f"activity '{request.name}#{request.taskId}' of '{request.orchestrationInstance.instanceId}'")
 
     def _report_activity(self, request: pb.ActivityRequest, token: str) -> WorkItemOutcome:
@@ -589,8 +589,7 @@ class TaskHubGrpcWorker:
         self._stub.CompleteActivityTask(response, metadata=self._metadata)
         return WorkItemOutcome.FAILED if response.HasField("failureDetails") else WorkItemOutcome.COMPLETED
 
-    def _run(self, item: WorkItemInfo, token: str, run_and_report: Callable[[], WorkItemOutcome],
-             description: str) -> None:
+    def _run(self, item: WorkItemInfo, run_and_report: Callable[[], WorkItemOutcome], description: str) -> None:
         """Run one work item on a pool thread, tell the listener, and free its slot."""
         self._listener.work_item_started(item)
         began = time.monotonic()

@@ -2,6 +2,7 @@
 against a real task hub server (apps: examples/orders and tests/support/napping_app.py)."""
 
 import os
+import signal
 import subprocess
 import time
 
@@ -164,7 +165,10 @@ def test_sigterm_mid_activity_loses_nothing(shared_server, runners, nap, drain, 
         second = runners("--app", NAPPING, "--address", shared_server.address)
         second.wait_until("/readyz", 200)
         began = time.monotonic()
-        assert first.terminate() == 0
+        first.process.send_signal(signal.SIGTERM)
+        assert first.wait_until("/readyz", 503).startswith("not ready"), "a draining runner takes no new work"
+        assert first.wait_until("/healthz", 200) == "alive\n", "a draining runner is still alive"
+        assert first.process.wait(30) == 0
         # Within the grace period the activity finished on the first runner; past it, the item was
         # handed back and the first runner exited without waiting for its activity to end.
         assert time.monotonic() - began < min(nap, drain) + 2
