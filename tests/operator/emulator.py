@@ -114,6 +114,9 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 self._learn(request.data)
         elif request.resource is not None and request.action == enums.action.UPDATE and isinstance(request.data, dict):
             self._stamp_update(request)
+        elif request.resource is not None and request.action == enums.action.UPDATE and isinstance(request.data, list):
+            # A JSON patch (kopf adds its finalizer so): its ops run in order, so the new version goes last.
+            request.data.append({"op": "add", "path": "/metadata/resourceVersion", "value": self._next_version()})
         return await super()._handle(request)
 
     def _stamp_update(self, request: kmock.Request) -> None:
