@@ -269,6 +269,62 @@ async def test_activities_inherit_their_orchestrations_version_for_filtering(sto
     assert len((await store.claim(0, 10, v2_worker, LEASE)).activities) == 1
 
 
+@run_async
+async def test_a_max_version_filter_takes_that_version_and_older_in_version_order(store):
+    for version in ("", "1.0", "2.0", "9.0", "10.0", "2.0.1"):
+        await start(store, f"v{version}", name="order", version=version)
+    up_to_9 = WorkFilters(orchestrations=(NameFilter("order", max_version="9.0"),), activities=())
+    claimed = await store.claim(10, 0, up_to_9, LEASE)
+    assert sorted(i.request.instanceId for i in claimed.orchestrations) == ["v", "v1.0", "v2.0", "v2.0.1", "v9.0"]
+    listed_or_older = WorkFilters(orchestrations=(NameFilter("order", ("10.0",), max_version="1.0"),))
+    assert [i.request.instanceId for i in (await store.claim(10, 0, listed_or_older, LEASE)).orchestrations] \
+        == ["v10.0"]
+
+
+@run_async
+async def test_activity_max_version_follows_the_orchestrations_version(store):
+    for iid, version in (("old", "1.0"), ("new", "3.0")):
+        await start(store, iid, version=version)
+        item = await claim_one(store)
+        await store.complete_orchestration(item.token, episode(iid, item.token, schedule(1, "stamp")))
+    up_to_2 = WorkFilters(activities=(NameFilter("stamp", max_version="2.0"),))
+    claimed = await store.claim(0, 10, up_to_2, LEASE)
+    assert [a.request.orchestrationInstance.instanceId for a in claimed.activities] == ["old"]
+
+
+@run_async
+async def test_excluded_instances_are_left_for_other_streams(store):
+    await start(store, "a")
+    await start(store, "b")
+    not_a = WorkFilters(excluded_instances=frozenset({"a"}))
+    assert [i.request.instanceId for i in (await store.claim(10, 0, not_a, LEASE)).orchestrations] == ["b"]
+    assert [i.request.instanceId for i in (await store.claim(10, 0, ACCEPT_ALL, LEASE)).orchestrations] == ["a"]
+
+
+@run_async
+async def test_claims_say_when_the_work_became_ready_and_whether_a_lease_ran_out(store):
+    before = time.time()
+    await start(store, "a")
+    first = await claim_one(store, lease=0.2)
+    assert before <= first.ready_at <= time.time() and not first.lease_expired
+    await asyncio.sleep(0.3)
+    assert (await claim_one(store)).lease_expired
+
+
+@run_async
+async def test_pending_counts_are_the_backlog_claimable_now(store):
+    await run_to_activity(store, "c")  # its activity is waiting; the instance itself is not
+    await start(store, "a", name="order", version="1.0")
+    await start(store, "b", name="order", version="1.0")
+    await start(store, "later", name="order", version="1.0", scheduled_start=time.time() + 60)
+    pending = sorted(await asyncio.to_thread(store.pending_counts))
+    assert pending == [("activity", "step", "", 1), ("orchestration", "order", "1.0", 2)]
+    await claim_one(store, filters=WorkFilters(orchestrations=(NameFilter("order"),), excluded_instances=
+                                               frozenset({"b"})))
+    await claim_one(store, "activities")
+    assert sorted(await asyncio.to_thread(store.pending_counts)) == [("orchestration", "order", "1.0", 1)]
+
+
 # -- timers and events ----------------------------------------------------------------------------
 
 @run_async

@@ -9,7 +9,7 @@ import grpc
 
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.server.dispatcher import Dispatcher
-from durabletask.server.metrics import serve_metrics
+from durabletask.server.metrics import HubMetrics, serve_metrics
 from durabletask.server.servicer import StatusWatchers, TaskHubServicer
 from durabletask.server.stores.base import CommitNotice, Store
 
@@ -36,12 +36,14 @@ class TaskHubServer:
     async def start(self) -> "TaskHubServer":
         """Start serving; afterwards `port` is the bound port (useful when 0 was asked for)."""
         loop = asyncio.get_running_loop()
-        self._dispatcher = Dispatcher(self.store, self._lease_seconds)
+        metrics = HubMetrics(self.store)
+        self._dispatcher = Dispatcher(self.store, self._lease_seconds, metrics)
         watchers = StatusWatchers()
 
         def on_commit(notice: CommitNotice) -> None:
             self._dispatcher.on_commit(notice)
             watchers.on_commit(notice)
+            metrics.on_commit(notice)
 
         self.store.add_commit_listener(lambda notice: loop.call_soon_threadsafe(on_commit, notice))
         # gRPC's own message limit sits above the payload limit, so that an oversized payload reaches
@@ -51,12 +53,12 @@ class TaskHubServer:
                                               ("grpc.max_send_message_length", -1),
                                               # a second hub on a taken port must fail, not share it
                                               ("grpc.so_reuseport", 0)])
-        servicer = TaskHubServicer(self.store, self._dispatcher, watchers, self._max_payload)
+        servicer = TaskHubServicer(self.store, self._dispatcher, watchers, self._max_payload, metrics)
         stubs.add_TaskHubSidecarServiceServicer_to_server(servicer, self._grpc)
         self.port = self._grpc.add_insecure_port(f"{self.host}:{self.port}")
         await self._grpc.start()
         if self.metrics_port:
-            self._metrics = serve_metrics(self.store, self.host, self.metrics_port)
+            self._metrics = serve_metrics(metrics, self.host, self.metrics_port)
         return self
 
     async def stop(self, grace: float = 5.0) -> None:

@@ -8,19 +8,41 @@ per stream with free capacity, for work matching that stream's filters, and queu
 stream. It remembers which stream holds which lease: work held by a stream that goes away is
 released at once, and the leases of live streams are renewed, so a lease only runs out when the
 server itself lost track (a crash or restart).
+
+Version routing happens in the store's query, through each stream's filters. Workers that send no
+filters are offered anything and reject what they cannot run; each stream remembers the instances
+it rejected for a while, so the store offers those to other streams instead of back to it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
 
 from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal.versions import compare_versions
+from durabletask.server.metrics import ACTIVITY, ORCHESTRATION, HubMetrics
 from durabletask.server.stores.base import ClaimResult, CommitNotice, StaleToken, Store, WorkFilters
 
 log = logging.getLogger(__name__)
+
+# How long a stream is not offered an orchestration instance it handed back. Long enough for the
+# other streams to take it (the abandon back-off is shorter), short enough that a worker which only
+# failed for a moment gets it back if nobody else can run it.
+REJECTED_INSTANCE_MEMORY_SECONDS = 10.0
+
+
+def advertised_version(filters: WorkFilters) -> str:
+    """The newest orchestration version a stream's filters ask for ('' when they name none)."""
+    versions = [v for f in filters.orchestrations or () for v in (*f.versions, f.max_version) if v]
+    newest = ""
+    for version in versions:
+        if compare_versions(version, newest) > 0:
+            newest = version
+    return newest
 
 
 class WorkerStream:
@@ -28,11 +50,13 @@ class WorkerStream:
 
     def __init__(self, filters: WorkFilters, max_orchestrations: int, max_activities: int):
         self.filters = filters
+        self.version = advertised_version(filters)
         self.max_orchestrations = max_orchestrations
         self.max_activities = max_activities
         self.outbox: asyncio.Queue[pb.WorkItem] = asyncio.Queue()
-        self.orchestration_tokens: set[str] = set()
+        self.orchestration_tokens: dict[str, str] = {}  # token -> instance id
         self.activity_tokens: set[str] = set()
+        self._rejected: dict[str, float] = {}  # instance id -> when it may be offered again
 
     def wanted_orchestrations(self) -> int:
         return self.max_orchestrations - len(self.orchestration_tokens)
@@ -40,11 +64,27 @@ class WorkerStream:
     def wanted_activities(self) -> int:
         return self.max_activities - len(self.activity_tokens)
 
+    def reject(self, instance_id: str) -> None:
+        self._rejected[instance_id] = time.time() + REJECTED_INSTANCE_MEMORY_SECONDS
+
+    def claim_filters(self) -> WorkFilters:
+        """This stream's filters, minus the instances it rejected recently."""
+        if not self._rejected:
+            return self.filters
+        now = time.time()
+        self._rejected = {iid: until for iid, until in self._rejected.items() if until > now}
+        return dataclasses.replace(self.filters, excluded_instances=frozenset(self._rejected))
+
+    def next_unexcluded_at(self) -> float | None:
+        """When the earliest remembered rejection ends (the instance may then be offered here again)."""
+        return min(self._rejected.values(), default=None)
+
 
 class Dispatcher:
-    def __init__(self, store: Store, lease_seconds: float):
+    def __init__(self, store: Store, lease_seconds: float, metrics: HubMetrics):
         self._store = store
         self._lease_seconds = lease_seconds
+        self._metrics = metrics
         self._streams: set[WorkerStream] = set()
         self._holder: dict[str, WorkerStream] = {}
         self._wake = asyncio.Event()
@@ -61,23 +101,28 @@ class Dispatcher:
     def open_stream(self, filters: WorkFilters, max_orchestrations: int, max_activities: int) -> WorkerStream:
         stream = WorkerStream(filters, max_orchestrations, max_activities)
         self._streams.add(stream)
+        self._metrics.workers_connected.labels(stream.version).inc()
         self._wake.set()
         return stream
 
     def close_stream(self, stream: WorkerStream) -> None:
         """Forget the stream and give back, at once, the work it held but had not finished."""
         self._streams.discard(stream)
-        held = stream.orchestration_tokens | stream.activity_tokens
+        self._metrics.workers_connected.labels(stream.version).dec()
+        held = _by_token(stream.orchestration_tokens, stream.activity_tokens)
         for token in held:
             self._holder.pop(token, None)
         if held:
             self._loop.create_task(self._release(held))
 
-    def settled(self, token: str) -> None:
-        """A work item was completed or abandoned: its stream has room for another."""
+    def settled(self, token: str, handed_back: bool = False) -> None:
+        """A work item was completed or (`handed_back`) abandoned: its stream has room for another,
+        and is not offered an orchestration it handed back again for a while."""
         stream = self._holder.pop(token, None)
         if stream is not None:
-            stream.orchestration_tokens.discard(token)
+            instance_id = stream.orchestration_tokens.pop(token, None)
+            if handed_back and instance_id is not None:
+                stream.reject(instance_id)
             stream.activity_tokens.discard(token)
             self._wake.set()
 
@@ -111,14 +156,15 @@ class Dispatcher:
 
     async def _fill(self, stream: WorkerStream) -> tuple[bool, float | None]:
         want_o, want_a = stream.wanted_orchestrations(), stream.wanted_activities()
-        claim: ClaimResult = await self._store.claim(want_o, want_a, stream.filters, self._lease_seconds)
+        claim: ClaimResult = await self._store.claim(want_o, want_a, stream.claim_filters(), self._lease_seconds)
+        self._count_claimed(claim)
         if stream not in self._streams:  # closed while we claimed
-            tokens = {item.token for item in claim.orchestrations + claim.activities}
-            if tokens:
-                await self._release(tokens)
+            held = _by_token([item.token for item in claim.orchestrations], [item.token for item in claim.activities])
+            if held:
+                await self._release(held)
             return False, claim.next_ready_at
         for item in claim.orchestrations:
-            stream.orchestration_tokens.add(item.token)
+            stream.orchestration_tokens[item.token] = item.request.instanceId
             self._holder[item.token] = stream
             stream.outbox.put_nowait(pb.WorkItem(orchestratorRequest=item.request, completionToken=item.token))
         for item in claim.activities:
@@ -126,7 +172,18 @@ class Dispatcher:
             self._holder[item.token] = stream
             stream.outbox.put_nowait(pb.WorkItem(activityRequest=item.request, completionToken=item.token))
         full = (want_o > 0 and len(claim.orchestrations) == want_o) or (want_a > 0 and len(claim.activities) == want_a)
-        return full, claim.next_ready_at
+        wake_at = [at for at in (claim.next_ready_at, stream.next_unexcluded_at()) if at is not None]
+        return full, min(wake_at, default=None)
+
+    def _count_claimed(self, claim: ClaimResult) -> None:
+        now = time.time()
+        for kind, items in ((ORCHESTRATION, claim.orchestrations), (ACTIVITY, claim.activities)):
+            for item in items:
+                self._metrics.dispatched.labels(kind).inc()
+                if item.ready_at is not None:
+                    self._metrics.work_item_latency.labels(kind).observe(max(0.0, now - item.ready_at))
+                if item.lease_expired:
+                    self._metrics.abandoned.labels(kind, "lease_expired").inc()
 
     async def _renew_leases(self) -> None:
         """Keep the leases of work held by live streams from running out: the SDKs cannot renew
@@ -147,11 +204,17 @@ class Dispatcher:
         if at is not None:
             self._alarm = self._loop.call_later(max(0.0, at - time.time()), self._wake.set)
 
-    async def _release(self, tokens: set[str]) -> None:
-        for token in tokens:
+    async def _release(self, held: dict[str, str]) -> None:
+        """Give back work items (token -> kind) held by a stream that closed."""
+        for token, kind in held.items():
             try:
                 await self._store.abandon(token, 0.0)
+                self._metrics.abandoned.labels(kind, "stream_closed").inc()
             except StaleToken:
                 pass  # completed or re-leased meanwhile
             except Exception:
                 log.exception("releasing work item %s failed; its lease will expire instead", token)
+
+
+def _by_token(orchestration_tokens, activity_tokens) -> dict[str, str]:
+    return {**dict.fromkeys(orchestration_tokens, ORCHESTRATION), **dict.fromkeys(activity_tokens, ACTIVITY)}

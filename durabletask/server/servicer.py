@@ -15,6 +15,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.server.dispatcher import Dispatcher
 from durabletask.server.episodes import epoch, optional_string, timestamp
+from durabletask.server.metrics import ACTIVITY, ORCHESTRATION, HubMetrics
 from durabletask.server.stores.base import (
     TERMINAL_STATUSES, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery, InstanceState, NameFilter,
     NewInstance, PurgeFilter, StaleToken, Store, StoreError, WorkFilters, WrongState)
@@ -48,7 +49,7 @@ def to_orchestration_state(state: InstanceState) -> pb.OrchestrationState:
 
 
 def _name_filters(filters) -> tuple[NameFilter, ...]:
-    return tuple(NameFilter(f.name, tuple(f.versions)) for f in filters)
+    return tuple(NameFilter(f.name, tuple(f.versions), f.maxVersion or None) for f in filters)
 
 
 def work_filters(request: pb.GetWorkItemsRequest) -> WorkFilters:
@@ -81,11 +82,13 @@ class StatusWatchers:
 
 
 class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
-    def __init__(self, store: Store, dispatcher: Dispatcher, watchers: StatusWatchers, max_payload_bytes: int):
+    def __init__(self, store: Store, dispatcher: Dispatcher, watchers: StatusWatchers, max_payload_bytes: int,
+                 metrics: HubMetrics):
         self._store = store
         self._dispatcher = dispatcher
         self._watchers = watchers
         self._max_payload = max_payload_bytes
+        self._metrics = metrics
 
     # -- helpers ------------------------------------------------------------------------------
     @staticmethod
@@ -285,6 +288,7 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
                                                        if hasattr(body, field)})
             await self._check_payloads(context, custom_status=request.customStatus)
             await self._call(context, self._store.complete_orchestration, request.completionToken, request)
+            self._metrics.completed.labels(ORCHESTRATION).inc()
         finally:
             self._dispatcher.settled(request.completionToken)
         return pb.CompleteTaskResponse()
@@ -293,23 +297,25 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
         try:
             await self._check_payloads(context, activity_result=request.result)
             await self._call(context, self._store.complete_activity, request.completionToken, request)
+            self._metrics.completed.labels(ACTIVITY).inc()
         finally:
             self._dispatcher.settled(request.completionToken)
         return pb.CompleteTaskResponse()
 
     async def AbandonTaskOrchestratorWorkItem(self, request: pb.AbandonOrchestrationTaskRequest, context):
-        await self._abandon(context, request.completionToken)
+        await self._abandon(context, request.completionToken, ORCHESTRATION)
         return pb.AbandonOrchestrationTaskResponse()
 
     async def AbandonTaskActivityWorkItem(self, request: pb.AbandonActivityTaskRequest, context):
-        await self._abandon(context, request.completionToken)
+        await self._abandon(context, request.completionToken, ACTIVITY)
         return pb.AbandonActivityTaskResponse()
 
-    async def _abandon(self, context, token: str) -> None:
+    async def _abandon(self, context, token: str, kind: str) -> None:
         try:
             await self._call(context, self._store.abandon, token, ABANDON_BACKOFF_SECONDS)
+            self._metrics.abandoned.labels(kind, "worker").inc()
         finally:
-            self._dispatcher.settled(token)
+            self._dispatcher.settled(token, handed_back=True)
 
     # -- not supported ------------------------------------------------------------------------
     async def _entities_unsupported(self, request, context):

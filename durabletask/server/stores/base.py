@@ -2,7 +2,8 @@
 SQLite and PostgreSQL stores both implement (and both pass `tests/test_store_conformance.py`).
 
 Every method is a coroutine and atomic: it either commits all of its effects or none (except
-`instance_counts`, which is synchronous so that a metrics scrape thread can call it). Work items
+`instance_counts` and `pending_counts`, which are synchronous so that a metrics scrape thread can
+call them). Work items
 are leased: a claim returns a completion token, and only the holder of the current token may
 complete or abandon the item (fencing), so work is never applied twice.
 """
@@ -49,9 +50,12 @@ class WrongState(StoreError):
 
 @dataclass(frozen=True)
 class NameFilter:
-    """Accept work items named `name`; with `versions`, only those versions ('' = unversioned)."""
+    """Accept work items named `name`: of any version when neither `versions` nor `max_version` is
+    given; else of the listed `versions` ('' = unversioned) and, with `max_version`, of every version
+    up to and including it in `compare_versions` order (a CURRENT_OR_OLDER worker)."""
     name: str
     versions: tuple[str, ...] = ()
+    max_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,9 @@ class WorkFilters:
     an empty tuple means "nothing of that kind"."""
     orchestrations: tuple[NameFilter, ...] | None = None
     activities: tuple[NameFilter, ...] | None = None
+    # Orchestration instances not to offer: the ones this stream handed back moments ago, so that
+    # a worker rejecting a version it cannot run is not offered the same instance again at once.
+    excluded_instances: frozenset[str] = frozenset()
 
 
 ACCEPT_ALL = WorkFilters()
@@ -118,6 +125,8 @@ class PurgeFilter:
 class WorkItem:
     token: str
     request: pb.OrchestratorRequest | pb.ActivityRequest
+    ready_at: float | None = None  # when it became claimable (epoch seconds), for the dispatch latency
+    lease_expired: bool = False  # a previous holder's lease ran out (the server lost track of it)
 
 
 @dataclass
@@ -132,6 +141,7 @@ class CommitNotice:
     """What a committed write changed, for whoever waits on it (dispatcher, status waiters)."""
     work_ready: bool = False
     status_changed: set[str] = field(default_factory=set)
+    finished: list[tuple[str, float]] = field(default_factory=list)  # (name, seconds since creation)
 
 
 class Store(abc.ABC):
@@ -187,6 +197,12 @@ class Store(abc.ABC):
     def instance_counts(self) -> list[tuple[str, str, int, int]]:
         """(name, version, status, count) for every combination seen so far (zeros included, so a
         gauge drops to 0 rather than vanishing); cheap at any size."""
+
+    @abc.abstractmethod
+    def pending_counts(self) -> list[tuple[str, str, str, int]]:
+        """(kind, name, version, count) of the work items claimable now and not leased: the backlog
+        waiting for a worker; kind is "orchestration" or "activity". Synchronous like
+        `instance_counts`, and as cheap: its cost follows the backlog, never the finished instances."""
 
     # -- work items ---------------------------------------------------------------------------
     @abc.abstractmethod

@@ -15,6 +15,7 @@ changed in the same transaction as every status change).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import queue
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal.versions import compare_versions
 from durabletask.server import episodes
 from durabletask.server.episodes import Deliver, StartChild, TerminateOther, event
 from durabletask.server.stores.base import (
@@ -117,11 +119,18 @@ class StoreUrlError(ValueError):
     pass
 
 
+@functools.lru_cache(maxsize=4096)
+def _version_at_most(version: str, bound: str) -> bool:
+    return compare_versions(version, bound) <= 0
+
+
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA cache_size=-65536")
+    # Version order is not SQL's string order ("10.0" > "9.0"), so claims ask Python.
+    conn.create_function("version_at_most", 2, _version_at_most, deterministic=True)
     return conn
 
 
@@ -133,12 +142,16 @@ def _filter_sql(filters: tuple[NameFilter, ...]) -> tuple[str, list]:
     """A WHERE fragment matching any of the name (and version) filters."""
     clauses, params = [], []
     for f in filters:
+        versions = []
         if f.versions:
-            clauses.append(f"(name = ? AND version IN ({_placeholders(f.versions)}))")
+            versions.append(f"version IN ({_placeholders(f.versions)})")
             params += [f.name, *f.versions]
         else:
-            clauses.append("name = ?")
             params.append(f.name)
+        if f.max_version is not None:
+            versions.append("version_at_most(version, ?)")
+            params.append(f.max_version)
+        clauses.append(f"(name = ? AND ({' OR '.join(versions)}))" if versions else "name = ?")
     return " AND (" + " OR ".join(clauses) + ")", params
 
 
@@ -214,12 +227,14 @@ class SqliteStore(Store):
                 conn.execute("BEGIN IMMEDIATE")
                 for fn, args, _ in batch:
                     conn.execute("SAVEPOINT request")
+                    finished_before = len(tx.notice.finished)
                     try:
                         outcomes.append((fn(tx, *args), None))
                         conn.execute("RELEASE request")
                     except Exception as error:  # the request fails alone; the batch goes on
                         conn.execute("ROLLBACK TO request")
                         conn.execute("RELEASE request")
+                        del tx.notice.finished[finished_before:]  # they did not happen
                         outcomes.append((None, error))
                 conn.execute("COMMIT")
             except Exception as error:
@@ -232,7 +247,7 @@ class SqliteStore(Store):
                     done.set_result(result)
                 else:
                     done.set_exception(error)
-            if tx.notice.work_ready or tx.notice.status_changed:
+            if tx.notice.work_ready or tx.notice.status_changed or tx.notice.finished:
                 for listener in self._listeners:
                     listener(tx.notice)
             if stop:
@@ -356,10 +371,11 @@ class SqliteStore(Store):
         tx.run("DELETE FROM activities WHERE instance_id = ? AND lease_token IS NULL", instance_id)
 
     def _terminate(self, tx: _Tx, instance_id: str, output: str | None, recursive: bool) -> bool:
-        row = tx.one("SELECT name, version, status, parent FROM instances WHERE instance_id = ?", instance_id)
+        row = tx.one("SELECT name, version, status, parent, created_at FROM instances WHERE instance_id = ?",
+                     instance_id)
         if row is None:
             return False
-        name, version, status, parent = row
+        name, version, status, parent, created_at = row
         if status not in TERMINAL_STATUSES:
             terminated = pb.ORCHESTRATION_STATUS_TERMINATED
             result = episodes.optional_string(output)
@@ -374,6 +390,7 @@ class SqliteStore(Store):
                    terminated, output, tx.now, tx.now, instance_id)
             self._recount(tx, instance_id, (name, version, status), (name, version, terminated))
             self._finish(tx, instance_id)
+            tx.notice.finished.append((name, tx.now - created_at))
             notice = episodes.parent_notice(pb.ParentInstanceInfo.FromString(parent) if parent else None,
                                             terminated, output, None, tx.now)
             if notice is not None:
@@ -568,6 +585,16 @@ class SqliteStore(Store):
     def instance_counts(self) -> list[tuple[str, str, int, int]]:
         return self._reader().execute("SELECT name, version, status, count FROM instance_counts").fetchall()
 
+    def pending_counts(self) -> list[tuple[str, str, str, int]]:
+        # A lease moves ready_at to the lease's end, so "ready_at <= now" is exactly "claimable now";
+        # the ready_at indexes keep this a range scan over the backlog alone.
+        conn, now = self._reader(), time.time()
+        return [(kind, name, version, count) for kind, table in (("orchestration", "instances"),
+                                                                 ("activity", "activities"))
+                for name, version, count in conn.execute(
+                    f"SELECT name, version, COUNT(*) FROM {table} WHERE ready_at <= ? GROUP BY name, version",
+                    (now,))]
+
     # -- work items ---------------------------------------------------------------------------
     async def claim(self, max_orchestrations: int, max_activities: int, filters: WorkFilters,
               lease_seconds: float) -> ClaimResult:
@@ -579,22 +606,28 @@ class SqliteStore(Store):
         result = ClaimResult([], [], None)
         if max_orchestrations > 0 and filters.orchestrations != ():
             where, params = _filter_sql(filters.orchestrations) if filters.orchestrations else ("", [])
-            for iid, execution_id in tx.run(
-                    f"SELECT instance_id, execution_id FROM instances WHERE ready_at <= ?{where} "
+            if filters.excluded_instances:
+                where += f" AND instance_id NOT IN ({_placeholders(filters.excluded_instances)})"
+                params += filters.excluded_instances
+            for iid, execution_id, ready_at, old_token in tx.run(
+                    f"SELECT instance_id, execution_id, ready_at, lease_token FROM instances WHERE ready_at <= ?{where} "
                     "ORDER BY ready_at LIMIT ?", tx.now, *params, max_orchestrations).fetchall():
                 item = self._lease_orchestration(tx, iid, execution_id, lease_end)
                 if item is not None:
+                    # A lease token still set on a claimable instance is one that ran out.
+                    item.ready_at, item.lease_expired = ready_at, old_token is not None
                     result.orchestrations.append(item)
         if max_activities > 0 and filters.activities != ():
             where, params = _filter_sql(filters.activities) if filters.activities else ("", [])
-            rows = tx.run(f"SELECT id, request FROM activities WHERE ready_at <= ?{where} ORDER BY ready_at LIMIT ?",
-                          tx.now, *params, max_activities).fetchall()
+            rows = tx.run(f"SELECT id, request, ready_at, lease_token FROM activities WHERE ready_at <= ?{where} "
+                          "ORDER BY ready_at LIMIT ?", tx.now, *params, max_activities).fetchall()
             if rows:
                 nonce = secrets.token_hex(8)  # one per claim; the id in front keeps every token distinct
                 tx.run(f"UPDATE activities SET lease_token = 'a' || id || '.' || ?, ready_at = ? "
                        f"WHERE id IN ({_placeholders(rows)})", nonce, lease_end, *(row[0] for row in rows))
-                result.activities = [WorkItem(f"a{activity_id}.{nonce}", pb.ActivityRequest.FromString(request))
-                                     for activity_id, request in rows]
+                result.activities = [WorkItem(f"a{activity_id}.{nonce}", pb.ActivityRequest.FromString(request),
+                                              ready_at, old_token is not None)
+                                     for activity_id, request, ready_at, old_token in rows]
         (next_instance,) = tx.one("SELECT MIN(ready_at) FROM instances WHERE ready_at > ?", tx.now)
         (next_activity,) = tx.one("SELECT MIN(ready_at) FROM activities WHERE ready_at > ?", tx.now)
         result.next_ready_at = min((t for t in (next_instance, next_activity) if t is not None), default=None)
@@ -658,6 +691,7 @@ class SqliteStore(Store):
             self._recount(tx, iid, old_key, (state.name, state.version, episode.status))
             if finished:
                 self._finish(tx, iid)
+                tx.notice.finished.append((state.name, tx.now - state.created_at))
         for request in episode.activities:
             tx.run("INSERT INTO activities (instance_id, execution_id, task_id, name, version, request, ready_at) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?)", iid, state.execution_id, request.taskId, request.name,
