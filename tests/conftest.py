@@ -1,5 +1,6 @@
 import pytest
 
+from tests.support.postgres import PostgresCluster
 from tests.support.processes import MsBackendProcess, ServerProcess, ms_python
 
 
@@ -30,6 +31,17 @@ def shared_server(tmp_path_factory):
     server = ServerProcess(f"sqlite:///{tmp_path_factory.mktemp('hub')}/hub.db").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A throwaway PostgreSQL cluster for the session; fails (never skips) if PostgreSQL is missing."""
+    try:
+        cluster = PostgresCluster().start()
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.server.stores.base import (
     ACCEPT_ALL, InstanceExists, InstanceNotFound, InstanceQuery, NameFilter, NewInstance, PurgeFilter,
     StaleToken, WorkFilters, WrongState)
+from durabletask.server.stores.postgres import PostgresStore
 from durabletask.server.stores.sqlite import SqliteStore
 from tests.support.hub import (
     activity_result, complete, continue_as_new, episode, kinds, run_async, schedule, sub_orchestration, text, timer)
@@ -23,13 +24,16 @@ RUNNING, COMPLETED, PENDING, SUSPENDED, TERMINATED, FAILED = (
     pb.ORCHESTRATION_STATUS_SUSPENDED, pb.ORCHESTRATION_STATUS_TERMINATED, pb.ORCHESTRATION_STATUS_FAILED)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def open_store(request, tmp_path):
     """Opens the store under test; calling it again reopens the same data (a restart)."""
     opened = []
+    if request.param == "postgres":
+        database = request.getfixturevalue("postgres_cluster").new_database()
 
     def open_():
-        store = {"sqlite": lambda: SqliteStore(str(tmp_path / "hub.db"))}[request.param]()
+        store = {"sqlite": lambda: SqliteStore(str(tmp_path / "hub.db")),
+                 "postgres": lambda: PostgresStore(database)}[request.param]()
         opened.append(store)
         return store
 

@@ -5,12 +5,19 @@ from durabletask.server.stores.sqlite import StoreUrlError, open_sqlite
 
 
 def open_store(url: str) -> Store:
-    """Open the store named by `url` (sqlite:///PATH); raises StoreUrlError with a one-sentence reason."""
+    """Open the store named by `url` (sqlite:///PATH or postgresql://...); raises StoreUrlError with a
+    one-sentence reason."""
     if url.startswith("sqlite:"):
         return open_sqlite(url)
     if url.startswith(("postgres:", "postgresql:")):
-        raise StoreUrlError("The PostgreSQL store is not available yet; use sqlite:///PATH.")
-    raise StoreUrlError(f"Unsupported store URL '{url}': expected sqlite:///PATH/TO/FILE.db.")
+        try:  # psycopg is an optional extra: only PostgreSQL users need it
+            from durabletask.server.stores.postgres import open_postgres
+        except ImportError:
+            raise StoreUrlError("The PostgreSQL store needs psycopg: pip install 'durabletask-pools[postgres]'.") \
+                from None
+        return open_postgres(url)
+    raise StoreUrlError(f"Unsupported store URL '{url}': expected sqlite:///PATH/TO/FILE.db or "
+                        "postgresql://USER@HOST:PORT/DATABASE.")
 
 
 __all__ = ["Store", "StoreUrlError", "open_store"]

@@ -1,0 +1,966 @@
+"""The PostgreSQL store: one database shared by any number of task hub server replicas.
+
+The SQLite store's twin: the same tables, the same transaction steps, the same semantics (both
+pass `tests/test_store_conformance.py`). What differs is what several replicas at once require:
+
+- Every write batch runs on a pooled connection in one transaction, each request in its own
+  savepoint (group commit: the completions that arrive together share one commit). A few writer
+  threads run batches side by side; requests in a batch are sorted by the instance they touch
+  first, so that batches lock instances in the same order and rarely deadlock. A request that
+  does lose a deadlock (or an insert race) is retried in a later batch.
+- A request locks its instance row (`FOR UPDATE`) before it reads or adds inbox events; claims
+  skip rows another transaction holds (`FOR UPDATE SKIP LOCKED`), so replicas never hand out the
+  same work item and never wait on each other to claim.
+- Each commit that made work ready or changed a status sends a `NOTIFY` from the committing
+  transaction; every replica LISTENs and hands the notice to its commit listeners (so a commit on
+  replica A wakes the streams and status waiters on replica B). A slow poll is the safety net.
+- Lease times come from the database's clock, so replicas agree on when a lease ends.
+- `instance_counts` is split into a few shards per (name, version, status) so that concurrent
+  transactions rarely queue on the same counter row; a read sums the shards.
+
+The schema is created and upgraded by the server itself (`MIGRATIONS`, applied in order under an
+advisory lock, so replicas starting together migrate once); a server refuses a newer schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import queue
+import random
+import secrets
+import threading
+import urllib.parse
+import uuid
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import psycopg
+import psycopg.errors
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.internal.versions import compare_versions
+from durabletask.server import episodes
+from durabletask.server.episodes import Deliver, StartChild, TerminateOther, event
+from durabletask.server.stores.base import (
+    TERMINAL_STATUSES, ClaimResult, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery,
+    InstanceState, NameFilter, NewInstance, PurgeFilter, StaleToken, Store, WorkFilters, WorkItem,
+    WrongState, status_name)
+# SQL-independent pieces shared with the twin (row -> InstanceState, history encoding, constants).
+from durabletask.server.stores.sqlite import (
+    INSTANCE_COLUMNS, TERMINAL, UNCLAIMABLE, UNCLAIMABLE_SQL, SqliteStore, StoreUrlError, _history_bytes)
+
+log = logging.getLogger(__name__)
+
+# Each entry upgrades the schema by one version; never edit a released entry, append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the initial schema. Ids and names use the "C" collation: byte order, as in SQLite, so that
+    # pages ordered by id and prefix key ranges behave the same whatever the database's locale.
+    """
+    CREATE TABLE instances (
+        instance_id TEXT COLLATE "C" PRIMARY KEY,
+        execution_id TEXT NOT NULL,
+        name TEXT COLLATE "C" NOT NULL,
+        version TEXT COLLATE "C" NOT NULL,      -- '' when unversioned
+        status INTEGER NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        completed_at DOUBLE PRECISION,
+        scheduled_start DOUBLE PRECISION,
+        input TEXT,
+        output TEXT,
+        custom_status TEXT,
+        failure_details BYTEA,                  -- TaskFailureDetails
+        tags TEXT NOT NULL,                     -- JSON object
+        parent BYTEA,                           -- ParentInstanceInfo, for sub-orchestrations
+        parent_instance_id TEXT COLLATE "C",
+        episodes INTEGER NOT NULL DEFAULT 0,
+        ready_at DOUBLE PRECISION,              -- NULL: nothing to do (or suspended, or finished)
+        lease_token TEXT,
+        blocked_until DOUBLE PRECISION,         -- end of the current lease or abandon back-off
+        claim_seq BIGINT,                       -- the lease holder was given inbox rows up to this seq ...
+        claim_time DOUBLE PRECISION             -- ... that were visible at this time
+    );
+    CREATE INDEX instances_ready ON instances (ready_at) WHERE ready_at IS NOT NULL;
+    CREATE INDEX instances_created ON instances (created_at);
+    CREATE INDEX instances_completed ON instances (completed_at, instance_id);
+    CREATE INDEX instances_parent ON instances (parent_instance_id);
+    CREATE TABLE history (
+        instance_id TEXT COLLATE "C" NOT NULL,
+        episode INTEGER NOT NULL,
+        events BYTEA NOT NULL,                  -- OrchestratorRequest encoding holding only pastEvents
+        PRIMARY KEY (instance_id, episode)
+    );
+    CREATE TABLE inbox (
+        seq BIGSERIAL PRIMARY KEY,
+        instance_id TEXT COLLATE "C" NOT NULL,
+        execution_id TEXT,                      -- set for events that belong to one execution
+        visible_at DOUBLE PRECISION NOT NULL,
+        event BYTEA NOT NULL                    -- HistoryEvent
+    );
+    CREATE INDEX inbox_instance ON inbox (instance_id, seq);
+    CREATE TABLE activities (
+        id BIGSERIAL PRIMARY KEY,
+        instance_id TEXT COLLATE "C" NOT NULL,
+        execution_id TEXT NOT NULL,
+        task_id INTEGER NOT NULL,
+        name TEXT COLLATE "C" NOT NULL,
+        version TEXT COLLATE "C" NOT NULL,
+        request BYTEA NOT NULL,                 -- ActivityRequest
+        ready_at DOUBLE PRECISION NOT NULL,
+        lease_token TEXT
+    );
+    CREATE INDEX activities_ready ON activities (ready_at);
+    CREATE INDEX activities_instance ON activities (instance_id);
+    CREATE TABLE instance_counts (
+        name TEXT COLLATE "C" NOT NULL,
+        version TEXT COLLATE "C" NOT NULL,
+        status INTEGER NOT NULL,
+        shard SMALLINT NOT NULL,
+        count BIGINT NOT NULL,
+        PRIMARY KEY (name, version, status, shard)
+    );
+    """,
+)
+
+DATABASE_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
+MIGRATION_LOCK = 0x64757261626c65  # pg_advisory_xact_lock key: "durable"
+MAX_BATCH = 200
+WRITERS = 4
+READ_THREADS = 8
+COUNT_SHARDS = 8
+RETRIES = 10  # attempts for a request that keeps losing deadlocks or insert races
+FALLBACK_POLL_SECONDS = 5.0  # safety net: wake the dispatcher even if no NOTIFY arrived
+NOTIFY_PAYLOAD_BYTES = 7000  # PostgreSQL's limit is 8000
+CONNECT_TIMEOUT_SECONDS = 10
+# Lost a lock-order race with another transaction, or two replicas inserted the same instance id.
+RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, psycopg.errors.UniqueViolation)
+
+
+@functools.lru_cache(maxsize=4096)
+def _version_at_most(version: str, bound: str) -> bool:
+    return compare_versions(version, bound) <= 0
+
+
+def _filter_sql(tx: "_Tx", table: str, filters: tuple[NameFilter, ...]) -> tuple[str, list]:
+    """A WHERE fragment matching any of the name (and version) filters. Version order is not SQL's
+    string order ("10.0" > "9.0"), so a `max_version` becomes the list of the versions ready in
+    `table` now that are at most that version (few: one per version being rolled out)."""
+    clauses, params = [], []
+    for f in filters:
+        versions = list(f.versions)
+        if f.max_version is not None:
+            versions += [version for (version,) in tx.run(
+                f"SELECT DISTINCT version FROM {table} WHERE name = %s AND ready_at <= %s", f.name, tx.now)
+                if _version_at_most(version, f.max_version)]
+        if f.versions or f.max_version is not None:
+            clauses.append("(name = %s AND version = ANY(%s))")
+            params += [f.name, versions]
+        else:
+            clauses.append("name = %s")
+            params.append(f.name)
+    return " AND (" + " OR ".join(clauses) + ")", params
+
+
+def _instance_of(token: str) -> str:
+    return token.partition(".")[2] if token.startswith("o") else ""
+
+
+@dataclass
+class _Tx:
+    """One write transaction: the connection, the batch's clock and what it changed."""
+    conn: psycopg.Connection
+    now: float
+    notice: CommitNotice = field(default_factory=CommitNotice)
+    counts: Counter = field(default_factory=Counter)  # (name, version, status) -> delta, this request's
+
+    def one(self, query: str, *params) -> Any:
+        return self.conn.execute(query, params).fetchone()
+
+    def run(self, query: str, *params) -> psycopg.Cursor:
+        return self.conn.execute(query, params)
+
+    def many(self, query: str, rows: list[tuple]) -> None:
+        if rows:
+            with self.conn.cursor() as cursor:
+                cursor.executemany(query, rows)
+
+
+@dataclass
+class _Request:
+    fn: Callable
+    args: tuple
+    lock_key: str  # the instance the request locks first ('' when it waits on none)
+    done: Future = field(default_factory=Future)
+    attempts: int = 0
+
+
+class PostgresStore(Store):
+    def __init__(self, conninfo: str, *, synchronous_commit: bool = True,
+                 migrations: tuple[str, ...] = MIGRATIONS):
+        self._conninfo = conninfo
+        self._synchronous_commit = synchronous_commit
+        self._listeners: list[Callable[[CommitNotice], None]] = []
+        self._own_backends: set[int] = set()  # backend pids of our pool, whose NOTIFYs we skip
+        self._closed = threading.Event()
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
+            self._migrate(conn, migrations)
+            schema = conn.execute("SELECT current_schema()").fetchone()[0]
+        self._channel = f"durabletask.{schema}"  # hubs in different schemas of one database stay apart
+        self._pool = ConnectionPool(conninfo, min_size=2, max_size=WRITERS + READ_THREADS + 2, open=False,
+                                    kwargs={"autocommit": True}, configure=self._configure, name="durabletask")
+        self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
+        self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="postgres-reader")
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._writers = [threading.Thread(target=self._write_loop, name=f"postgres-writer-{i}", daemon=True)
+                         for i in range(WRITERS)]
+        self._listener = threading.Thread(target=self._listen_loop, name="postgres-listener", daemon=True)
+        for thread in (*self._writers, self._listener):
+            thread.start()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    @staticmethod
+    def _migrate(conn: psycopg.Connection, migrations: tuple[str, ...]) -> None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute("CREATE TABLE IF NOT EXISTS durabletask_schema (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT version FROM durabletask_schema").fetchone()
+            current = 0 if row is None else row[0]
+            if current > len(migrations):
+                raise StoreUrlError(f"The PostgreSQL store has schema version {current}, newer than this server "
+                                    f"knows (up to {len(migrations)}); upgrade the server.")
+            for version in range(current + 1, len(migrations) + 1):
+                log.info("upgrading the PostgreSQL store schema to version %d", version)
+                conn.execute(migrations[version - 1])
+            if row is None:
+                conn.execute("INSERT INTO durabletask_schema VALUES (%s)", (len(migrations),))
+            elif current != len(migrations):
+                conn.execute("UPDATE durabletask_schema SET version = %s", (len(migrations),))
+
+    def _configure(self, conn: psycopg.Connection) -> None:
+        if not self._synchronous_commit:
+            conn.execute("SET synchronous_commit = off")
+        self._own_backends.add(conn.info.backend_pid)
+
+    def add_commit_listener(self, listener: Callable[[CommitNotice], None]) -> None:
+        self._listeners.append(listener)
+
+    def _tell_listeners(self, notice: CommitNotice) -> None:
+        if not self._closed.is_set():
+            for listener in self._listeners:
+                listener(notice)
+
+    def _write(self, fn: Callable, *args, lock_key: str = "") -> asyncio.Future:
+        """Queue `fn(tx, *args)` for a writer; the result resolves on the caller's event loop."""
+        request = _Request(fn, args, lock_key)
+        self._requests.put(request)
+        return asyncio.wrap_future(request.done)
+
+    def _read(self, fn: Callable, *args) -> asyncio.Future:
+        return asyncio.get_running_loop().run_in_executor(self._read_pool, self._with_connection, fn, *args)
+
+    def _with_connection(self, fn: Callable, *args):
+        with self._pool.connection() as conn:
+            return fn(conn, *args)
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = [self._requests.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._requests.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in batch
+            if stop:
+                self._requests.put(None)  # for the other writers
+            batch = sorted((request for request in batch if request is not None), key=lambda r: r.lock_key)
+            if batch:
+                self._run_batch(batch)
+            if stop:
+                return
+
+    def _run_batch(self, batch: list[_Request]) -> None:
+        outcomes: dict[int, tuple[Any, Exception | None]] = {}
+        retry: list[_Request] = []
+        tx = None
+        try:
+            with self._pool.connection() as conn:
+                (now,) = conn.execute(DATABASE_NOW).fetchone()
+                tx = _Tx(conn, now)
+                counts: Counter = Counter()
+                with conn.transaction():
+                    for i, request in enumerate(batch):
+                        tx.counts = Counter()
+                        finished_before = len(tx.notice.finished)
+                        try:
+                            with conn.transaction():  # a savepoint: the request fails alone
+                                outcomes[i] = (request.fn(tx, *request.args), None)
+                            counts.update(tx.counts)
+                        except RETRYABLE as error:
+                            del tx.notice.finished[finished_before:]  # they did not happen
+                            request.attempts += 1
+                            if request.attempts < RETRIES:
+                                retry.append(request)
+                            else:
+                                outcomes[i] = (None, error)
+                        except Exception as error:
+                            del tx.notice.finished[finished_before:]
+                            outcomes[i] = (None, error)
+                    self._apply_counts(tx, counts)
+                    self._publish(tx)
+        except Exception as error:
+            log.exception("store transaction failed")
+            outcomes = {i: (None, error) for i in range(len(batch))}
+            retry = []
+        for i, (result, error) in outcomes.items():
+            if error is None:
+                batch[i].done.set_result(result)
+            else:
+                batch[i].done.set_exception(error)
+        for request in retry:
+            self._requests.put(request)
+        if tx is not None and (tx.notice.work_ready or tx.notice.status_changed or tx.notice.finished):
+            self._tell_listeners(tx.notice)
+
+    @staticmethod
+    def _apply_counts(tx: _Tx, counts: Counter) -> None:
+        """Add the batch's count changes, in key order so that concurrent batches never deadlock on them."""
+        shard = random.randrange(COUNT_SHARDS)
+        tx.many("INSERT INTO instance_counts VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name, version, status, shard) "
+                "DO UPDATE SET count = instance_counts.count + excluded.count",
+                [(*key, shard, delta) for key, delta in sorted(counts.items()) if delta])
+
+    def _publish(self, tx: _Tx) -> None:
+        """NOTIFY the other replicas (delivered when this transaction commits). `finished` stays local:
+        each replica's metrics observe the completions it applied, so that none is counted twice."""
+        notice = tx.notice
+        if not (notice.work_ready or notice.status_changed):
+            return
+        ids = sorted(notice.status_changed)
+        payloads, chunk, size = [], [], 0
+        for iid in ids:
+            if size + len(iid) + 4 > NOTIFY_PAYLOAD_BYTES and chunk:
+                payloads.append(chunk)
+                chunk, size = [], 0
+            chunk.append(iid)
+            size += len(iid.encode()) + 4
+        payloads.append(chunk)
+        for chunk in payloads:
+            tx.run("SELECT pg_notify(%s, %s)", self._channel,
+                   json.dumps({"work_ready": notice.work_ready, "status_changed": chunk}))
+
+    def _listen_loop(self) -> None:
+        """Turn other replicas' NOTIFYs into commit notices; reconnect when the connection drops."""
+        while not self._closed.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True,
+                                     connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    self._tell_listeners(CommitNotice(work_ready=True))  # whatever happened while deaf
+                    while not self._closed.is_set():
+                        for notify in conn.notifies(timeout=FALLBACK_POLL_SECONDS / 20):
+                            if notify.pid not in self._own_backends:
+                                message = json.loads(notify.payload)
+                                self._tell_listeners(CommitNotice(message["work_ready"],
+                                                                  set(message["status_changed"])))
+                        self._poll_countdown()
+            except psycopg.Error as error:
+                if not self._closed.is_set():
+                    log.warning("lost the PostgreSQL LISTEN connection (%s); reconnecting", error)
+                    self._closed.wait(1.0)
+
+    _polls_left = 20
+
+    def _poll_countdown(self) -> None:
+        """Every FALLBACK_POLL_SECONDS, wake the dispatcher in case a notification was missed."""
+        self._polls_left -= 1
+        if self._polls_left <= 0:
+            self._polls_left = 20
+            self._tell_listeners(CommitNotice(work_ready=True))
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._requests.put(None)
+        for writer in self._writers:
+            writer.join()
+        self._closed.set()
+        self._listener.join()
+        self._read_pool.shutdown()
+        self._pool.close()
+
+    # -- shared transaction steps -------------------------------------------------------------
+    @staticmethod
+    def _recount(tx: _Tx, instance_id: str, old: tuple | None, new: tuple | None) -> None:
+        """Move one instance between (name, version, status) counts; tell status waiters."""
+        if old != new:
+            if old is not None:
+                tx.counts[old] -= 1
+            if new is not None:
+                tx.counts[new] += 1
+            tx.notice.status_changed.add(instance_id)
+
+    @staticmethod
+    def _refresh_ready(tx: _Tx, instance_id: str) -> None:
+        """Recompute when the instance can next be claimed (the caller holds its row lock)."""
+        status, token, blocked_until = tx.one(
+            "SELECT status, lease_token, blocked_until FROM instances WHERE instance_id = %s", instance_id)
+        if status in UNCLAIMABLE:
+            ready_at = None
+        elif token is not None and blocked_until > tx.now:
+            ready_at = blocked_until
+        else:
+            (ready_at,) = tx.one("SELECT MIN(visible_at) FROM inbox WHERE instance_id = %s", instance_id)
+            if ready_at is not None and blocked_until is not None:
+                ready_at = max(ready_at, blocked_until)
+            tx.notice.work_ready |= ready_at is not None
+        tx.run("UPDATE instances SET ready_at = %s WHERE instance_id = %s", ready_at, instance_id)
+
+    @staticmethod
+    def _enqueue(tx: _Tx, instance_id: str, ev: pb.HistoryEvent, execution_id: str | None,
+                 visible_at: float | None = None) -> None:
+        """Add an event to the inbox (the caller holds the instance's row lock, so a claim never misses
+        an event committed later with a lower seq). A new event can only make its instance ready
+        sooner, unless a live lease, a suspension or the end of the instance keeps it unclaimable."""
+        visible_at = tx.now if visible_at is None else visible_at
+        tx.run("INSERT INTO inbox (instance_id, execution_id, visible_at, event) VALUES (%s, %s, %s, %s)",
+               instance_id, execution_id, visible_at, ev.SerializeToString())
+        sooner = tx.run(
+            "UPDATE instances SET ready_at = LEAST(COALESCE(ready_at, GREATEST(%s, COALESCE(blocked_until, 0))), "
+            "GREATEST(%s, COALESCE(blocked_until, 0))) "
+            f"WHERE instance_id = %s AND status NOT IN ({UNCLAIMABLE_SQL}) "
+            "AND (lease_token IS NULL OR blocked_until <= %s)", visible_at, visible_at, instance_id, tx.now)
+        tx.notice.work_ready |= sooner.rowcount > 0
+
+    def _deliver(self, tx: _Tx, message: Deliver) -> bool:
+        """Put an event in an unfinished instance's inbox; False if there is no such instance."""
+        row = tx.one("SELECT status, execution_id, scheduled_start FROM instances WHERE instance_id = %s "
+                     "FOR UPDATE", message.instance_id)
+        if row is None:
+            return False
+        status, execution_id, scheduled_start = row
+        if status in TERMINAL_STATUSES or (message.execution_id and message.execution_id != execution_id):
+            return True  # finished (or a stale execution): the event is dropped
+        # Nothing reaches an instance before its scheduled start, so ExecutionStarted stays first.
+        visible_at = max(tx.now, scheduled_start or 0) if status == pb.ORCHESTRATION_STATUS_PENDING else None
+        self._enqueue(tx, message.instance_id, message.event, message.execution_id, visible_at)
+        return True
+
+    def _insert_instance(self, tx: _Tx, new: NewInstance) -> str:
+        execution_id = new.execution_id or uuid.uuid4().hex
+        parent = new.parent.SerializeToString() if new.parent is not None else None
+        parent_id = new.parent.orchestrationInstance.instanceId if new.parent is not None else None
+        tx.run("INSERT INTO instances (instance_id, execution_id, name, version, status, created_at, updated_at, "
+               "scheduled_start, input, tags, parent, parent_instance_id) "
+               "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+               new.instance_id, execution_id, new.name, new.version, pb.ORCHESTRATION_STATUS_PENDING, tx.now,
+               tx.now, new.scheduled_start, new.input, json.dumps(new.tags), parent, parent_id)
+        self._recount(tx, new.instance_id, None, (new.name, new.version, pb.ORCHESTRATION_STATUS_PENDING))
+        self._enqueue(tx, new.instance_id, episodes.execution_started(new, execution_id, tx.now), None,
+                      max(tx.now, new.scheduled_start or 0))
+        return execution_id
+
+    def _delete_instance(self, tx: _Tx, instance_id: str) -> None:
+        name, version, status = tx.one("SELECT name, version, status FROM instances WHERE instance_id = %s "
+                                       "FOR UPDATE", instance_id)
+        for table in ("instances", "history", "inbox", "activities"):
+            tx.run(f"DELETE FROM {table} WHERE instance_id = %s", instance_id)
+        self._recount(tx, instance_id, (name, version, status), None)
+
+    def _start_child(self, tx: _Tx, new: NewInstance) -> None:
+        row = tx.one("SELECT status FROM instances WHERE instance_id = %s FOR UPDATE", new.instance_id)
+        if row is not None and row[0] not in TERMINAL_STATUSES:
+            failure = pb.TaskFailureDetails(
+                errorType="InstanceExists", isNonRetriable=True,
+                errorMessage=f"An orchestration instance with id '{new.instance_id}' is already running.")
+            self._deliver(tx, episodes.parent_notice(new.parent, pb.ORCHESTRATION_STATUS_FAILED, None, failure,
+                                                     tx.now))
+            return
+        if row is not None:
+            self._delete_instance(tx, new.instance_id)
+        self._insert_instance(tx, new)
+
+    @staticmethod
+    def _append_history(tx: _Tx, instance_id: str, events: list[pb.HistoryEvent]) -> None:
+        (episode,) = tx.one("UPDATE instances SET episodes = episodes + 1 WHERE instance_id = %s "
+                            "RETURNING episodes - 1", instance_id)
+        tx.run("INSERT INTO history (instance_id, episode, events) VALUES (%s, %s, %s)", instance_id, episode,
+               _history_bytes(events))
+
+    @staticmethod
+    def _finish(tx: _Tx, instance_id: str) -> None:
+        """Drop what a finished instance will never process: its inbox and unclaimed activities."""
+        tx.run("DELETE FROM inbox WHERE instance_id = %s", instance_id)
+        tx.run("DELETE FROM activities WHERE instance_id = %s AND lease_token IS NULL", instance_id)
+
+    def _terminate(self, tx: _Tx, instance_id: str, output: str | None, recursive: bool) -> bool:
+        row = tx.one("SELECT name, version, status, parent, created_at FROM instances WHERE instance_id = %s "
+                     "FOR UPDATE", instance_id)
+        if row is None:
+            return False
+        name, version, status, parent, created_at = row
+        if status not in TERMINAL_STATUSES:
+            terminated = pb.ORCHESTRATION_STATUS_TERMINATED
+            result = episodes.optional_string(output)
+            self._append_history(tx, instance_id, [
+                event(tx.now, orchestratorStarted=pb.OrchestratorStartedEvent()),
+                event(tx.now, executionTerminated=pb.ExecutionTerminatedEvent(input=result, recurse=recursive)),
+                event(tx.now, executionCompleted=pb.ExecutionCompletedEvent(orchestrationStatus=terminated,
+                                                                            result=result))])
+            # Clearing the lease fences off any worker still running an episode of this instance.
+            tx.run("UPDATE instances SET status = %s, output = %s, completed_at = %s, updated_at = %s, "
+                   "lease_token = NULL, blocked_until = NULL, ready_at = NULL WHERE instance_id = %s",
+                   terminated, output, tx.now, tx.now, instance_id)
+            self._recount(tx, instance_id, (name, version, status), (name, version, terminated))
+            self._finish(tx, instance_id)
+            tx.notice.finished.append((name, tx.now - created_at))
+            notice = episodes.parent_notice(pb.ParentInstanceInfo.FromString(parent) if parent else None,
+                                            terminated, output, None, tx.now)
+            if notice is not None:
+                self._deliver(tx, notice)
+        if recursive:
+            for (child,) in tx.run("SELECT instance_id FROM instances WHERE parent_instance_id = %s "
+                                   "AND status <> ALL(%s)", instance_id, list(TERMINAL)).fetchall():
+                self._terminate(tx, child, output, True)
+        return True
+
+    # -- instances ----------------------------------------------------------------------------
+    async def create_instance(self, new: NewInstance, replaceable: tuple[int, ...] = ()) -> str:
+        return await self._write(self._create_instance, new, replaceable, lock_key=new.instance_id)
+
+    def _create_instance(self, tx: _Tx, new: NewInstance, replaceable: tuple[int, ...]) -> str:
+        row = tx.one("SELECT status FROM instances WHERE instance_id = %s FOR UPDATE", new.instance_id)
+        if row is not None:
+            if row[0] not in replaceable:
+                raise InstanceExists(f"An orchestration instance with id '{new.instance_id}' already exists "
+                                     f"(status {status_name(row[0])}).")
+            self._delete_instance(tx, new.instance_id)
+        return self._insert_instance(tx, new)
+
+    async def get_instance(self, instance_id: str, include_payloads: bool = True) -> InstanceState | None:
+        return await self._read(self._get_instance, instance_id, include_payloads)
+
+    @staticmethod
+    def _get_instance(conn: psycopg.Connection, instance_id: str, include_payloads: bool) -> InstanceState | None:
+        row = conn.execute(f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = %s",
+                           (instance_id,)).fetchone()
+        return None if row is None else SqliteStore._state(row, include_payloads)
+
+    async def get_history(self, instance_id: str) -> list[pb.HistoryEvent]:
+        return await self._read(self._get_history, instance_id)
+
+    @staticmethod
+    def _get_history(conn: psycopg.Connection, instance_id: str) -> list[pb.HistoryEvent]:
+        if conn.execute("SELECT 1 FROM instances WHERE instance_id = %s", (instance_id,)).fetchone() is None:
+            raise InstanceNotFound(f"No orchestration instance with id '{instance_id}' exists.")
+        blobs = conn.execute("SELECT events FROM history WHERE instance_id = %s ORDER BY episode", (instance_id,))
+        return list(pb.OrchestratorRequest.FromString(b"".join(blob for (blob,) in blobs)).pastEvents)
+
+    async def raise_event(self, instance_id: str, name: str, data: str | None) -> None:
+        return await self._write(self._raise_event, instance_id, name, data, lock_key=instance_id)
+
+    def _raise_event(self, tx: _Tx, instance_id: str, name: str, data: str | None) -> None:
+        raised = event(tx.now, eventRaised=pb.EventRaisedEvent(name=name, input=episodes.optional_string(data)))
+        if not self._deliver(tx, Deliver(instance_id, raised)):
+            raise InstanceNotFound(f"No orchestration instance with id '{instance_id}' exists.")
+
+    async def terminate(self, instance_id: str, output: str | None, recursive: bool) -> None:
+        return await self._write(self._terminate_or_raise, instance_id, output, recursive, lock_key=instance_id)
+
+    def _terminate_or_raise(self, tx: _Tx, instance_id: str, output: str | None, recursive: bool) -> None:
+        if not self._terminate(tx, instance_id, output, recursive):
+            raise InstanceNotFound(f"No orchestration instance with id '{instance_id}' exists.")
+
+    async def suspend(self, instance_id: str, reason: str | None) -> None:
+        return await self._write(self._suspend_or_resume, instance_id, reason, True, lock_key=instance_id)
+
+    async def resume(self, instance_id: str, reason: str | None) -> None:
+        return await self._write(self._suspend_or_resume, instance_id, reason, False, lock_key=instance_id)
+
+    def _suspend_or_resume(self, tx: _Tx, instance_id: str, reason: str | None, suspend: bool) -> None:
+        row = tx.one("SELECT name, version, status, episodes FROM instances WHERE instance_id = %s FOR UPDATE",
+                     instance_id)
+        if row is None:
+            raise InstanceNotFound(f"No orchestration instance with id '{instance_id}' exists.")
+        name, version, status, episode_count = row
+        if status in TERMINAL_STATUSES:
+            raise WrongState(f"Orchestration instance '{instance_id}' has already finished "
+                             f"({status_name(status)}); it cannot be {'suspended' if suspend else 'resumed'}.")
+        suspended = status == pb.ORCHESTRATION_STATUS_SUSPENDED
+        if suspended == suspend:
+            return
+        if suspend:
+            new_status = pb.ORCHESTRATION_STATUS_SUSPENDED
+            marker = event(tx.now, executionSuspended=pb.ExecutionSuspendedEvent(
+                input=episodes.optional_string(reason)))
+        else:
+            new_status = pb.ORCHESTRATION_STATUS_RUNNING if episode_count else pb.ORCHESTRATION_STATUS_PENDING
+            marker = event(tx.now, executionResumed=pb.ExecutionResumedEvent(input=episodes.optional_string(reason)))
+        tx.run("UPDATE instances SET status = %s, updated_at = %s WHERE instance_id = %s", new_status, tx.now,
+               instance_id)
+        self._recount(tx, instance_id, (name, version, status), (name, version, new_status))
+        # The marker travels with the buffered events, so the orchestrator sees when they arrived.
+        self._deliver(tx, Deliver(instance_id, marker))
+        self._refresh_ready(tx, instance_id)
+
+    async def query_instances(self, query: InstanceQuery) -> tuple[list[InstanceState], str | None]:
+        return await self._read(self._query_instances, query)
+
+    @staticmethod
+    def _query_instances(conn: psycopg.Connection, query: InstanceQuery) -> tuple[list[InstanceState], str | None]:
+        where, params = ["TRUE"], []
+        if query.statuses:
+            where.append("status = ANY(%s)")
+            params.append(list(query.statuses))
+        if query.created_from is not None:
+            where.append("created_at >= %s")
+            params.append(query.created_from)
+        if query.created_to is not None:
+            where.append("created_at < %s")
+            params.append(query.created_to)
+        if query.id_prefix:  # a key range, so the primary key index finds it
+            where.append("instance_id >= %s AND instance_id < %s")
+            params += [query.id_prefix, query.id_prefix[:-1] + chr(ord(query.id_prefix[-1]) + 1)]
+        if query.after_id is not None:
+            where.append("instance_id > %s")
+            params.append(query.after_id)
+        rows = conn.execute(
+            f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE {' AND '.join(where)} ORDER BY instance_id LIMIT %s",
+            (*params, query.page_size + 1)).fetchall()
+        states = [SqliteStore._state(row, query.include_payloads) for row in rows[:query.page_size]]
+        more = len(rows) > query.page_size
+        return states, (states[-1].instance_id if more else None)
+
+    async def list_instance_ids(self, statuses: tuple[int, ...], completed_from: float | None,
+                                completed_to: float | None, page_size: int,
+                                after: str | None) -> tuple[list[str], str | None]:
+        return await self._read(self._list_instance_ids, statuses, completed_from, completed_to, page_size, after)
+
+    @staticmethod
+    def _list_instance_ids(conn: psycopg.Connection, statuses: tuple[int, ...], completed_from: float | None,
+                           completed_to: float | None, page_size: int,
+                           after: str | None) -> tuple[list[str], str | None]:
+        statuses = tuple(s for s in statuses or TERMINAL if s in TERMINAL_STATUSES)
+        if not statuses:
+            return [], None
+        where, params = ["status = ANY(%s)", "completed_at IS NOT NULL"], [list(statuses)]
+        if completed_from is not None:
+            where.append("completed_at >= %s")
+            params.append(completed_from)
+        if completed_to is not None:
+            where.append("completed_at < %s")
+            params.append(completed_to)
+        if after:
+            at, _, last_id = after.partition("|")
+            where.append("(completed_at > %s OR (completed_at = %s AND instance_id > %s))")
+            params += [float(at), float(at), last_id]
+        rows = conn.execute(
+            f"SELECT completed_at, instance_id FROM instances WHERE {' AND '.join(where)} "
+            "ORDER BY completed_at, instance_id LIMIT %s", (*params, page_size + 1)).fetchall()
+        page = rows[:page_size]
+        more = len(rows) > page_size
+        return [iid for _, iid in page], (f"{page[-1][0]!r}|{page[-1][1]}" if more else None)
+
+    async def purge(self, instance_ids: list[str] | None = None, where: PurgeFilter | None = None,
+                    recursive: bool = False) -> int:
+        return await self._write(self._purge, instance_ids, where, recursive,
+                                 lock_key=min(instance_ids, default="") if instance_ids else "")
+
+    def _purge(self, tx: _Tx, instance_ids: list[str] | None, where: PurgeFilter | None, recursive: bool) -> int:
+        if instance_ids is None:
+            where = where or PurgeFilter()
+            statuses = [s for s in where.statuses or TERMINAL if s in TERMINAL_STATUSES]
+            clause, params = "status = ANY(%s)", [statuses]
+            if where.created_from is not None:
+                clause += " AND created_at >= %s"
+                params.append(where.created_from)
+            if where.created_to is not None:
+                clause += " AND created_at < %s"
+                params.append(where.created_to)
+            instance_ids = [iid for (iid,) in tx.run(f"SELECT instance_id FROM instances WHERE {clause}", *params)]
+        else:
+            for iid in instance_ids:
+                row = tx.one("SELECT status FROM instances WHERE instance_id = %s", iid)
+                if row is not None and row[0] not in TERMINAL_STATUSES:
+                    raise WrongState(f"Orchestration instance '{iid}' is {status_name(row[0])}; only finished "
+                                     "instances can be purged (terminate it first).")
+        deleted = 0
+        pending = list(instance_ids)
+        while pending:
+            iid = pending.pop()
+            row = tx.one("SELECT status FROM instances WHERE instance_id = %s FOR UPDATE", iid)
+            if row is None or row[0] not in TERMINAL_STATUSES:
+                continue
+            if recursive:
+                pending += [child for (child,) in tx.run(
+                    "SELECT instance_id FROM instances WHERE parent_instance_id = %s", iid)]
+            self._delete_instance(tx, iid)
+            deleted += 1
+        return deleted
+
+    def instance_counts(self) -> list[tuple[str, str, int, int]]:
+        with self._pool.connection() as conn:
+            return conn.execute("SELECT name, version, status, SUM(count)::bigint FROM instance_counts "
+                                "GROUP BY name, version, status").fetchall()
+
+    def pending_counts(self) -> list[tuple[str, str, str, int]]:
+        # A lease moves ready_at to the lease's end, so "ready_at <= now" is exactly "claimable now";
+        # the ready_at indexes keep this a range scan over the backlog alone.
+        with self._pool.connection() as conn:
+            (now,) = conn.execute(DATABASE_NOW).fetchone()
+            return [(kind, name, version, count) for kind, table in (("orchestration", "instances"),
+                                                                     ("activity", "activities"))
+                    for name, version, count in conn.execute(
+                        f"SELECT name, version, COUNT(*) FROM {table} WHERE ready_at <= %s GROUP BY name, version",
+                        (now,))]
+
+    # -- work items ---------------------------------------------------------------------------
+    async def claim(self, max_orchestrations: int, max_activities: int, filters: WorkFilters,
+                    lease_seconds: float) -> ClaimResult:
+        return await self._write(self._claim, max_orchestrations, max_activities, filters, lease_seconds)
+
+    def _claim(self, tx: _Tx, max_orchestrations: int, max_activities: int, filters: WorkFilters,
+               lease_seconds: float) -> ClaimResult:
+        lease_end = tx.now + lease_seconds
+        result = ClaimResult([], [], None)
+        if max_orchestrations > 0 and filters.orchestrations != ():
+            where, params = _filter_sql(tx, "instances", filters.orchestrations) if filters.orchestrations \
+                else ("", [])
+            if filters.excluded_instances:
+                where += " AND instance_id <> ALL(%s)"
+                params.append(list(filters.excluded_instances))
+            rows = tx.run(f"SELECT instance_id, execution_id, ready_at, lease_token FROM instances "
+                          f"WHERE ready_at <= %s{where} ORDER BY ready_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                          tx.now, *params, max_orchestrations).fetchall()
+            if rows:
+                result.orchestrations = self._lease_orchestrations(tx, rows, lease_end)
+        if max_activities > 0 and filters.activities != ():
+            where, params = _filter_sql(tx, "activities", filters.activities) if filters.activities else ("", [])
+            rows = tx.run(f"SELECT id, request, ready_at, lease_token FROM activities WHERE ready_at <= %s{where} "
+                          "ORDER BY ready_at LIMIT %s FOR UPDATE SKIP LOCKED", tx.now, *params, max_activities).fetchall()
+            if rows:
+                nonce = secrets.token_hex(8)  # one per claim; the id in front keeps every token distinct
+                tx.run("UPDATE activities SET lease_token = 'a' || id || '.' || %s, ready_at = %s WHERE id = ANY(%s)",
+                       nonce, lease_end, [row[0] for row in rows])
+                # A lease token still set on a claimable item is one that ran out.
+                result.activities = [WorkItem(f"a{activity_id}.{nonce}", pb.ActivityRequest.FromString(request),
+                                              ready_at, old_token is not None)
+                                     for activity_id, request, ready_at, old_token in rows]
+        next_instance, next_activity = tx.one(
+            "SELECT (SELECT MIN(ready_at) FROM instances WHERE ready_at > %s), "
+            "(SELECT MIN(ready_at) FROM activities WHERE ready_at > %s)", tx.now, tx.now)
+        result.next_ready_at = min((t for t in (next_instance, next_activity) if t is not None), default=None)
+        return result
+
+    def _lease_orchestrations(self, tx: _Tx, rows: list[tuple], lease_end: float) -> list[WorkItem]:
+        """Lease the instances `rows` names (locked by the caller): four queries however many there are."""
+        ids = [row[0] for row in rows]
+        inboxes: dict[str, list[tuple[int, bytes]]] = {iid: [] for iid in ids}
+        for iid, seq, blob in tx.run("SELECT instance_id, seq, event FROM inbox WHERE instance_id = ANY(%s) "
+                                     "AND visible_at <= %s ORDER BY instance_id, visible_at, seq", ids, tx.now):
+            inboxes[iid].append((seq, blob))
+        histories: dict[str, list[bytes]] = {iid: [] for iid in ids}
+        for iid, blob in tx.run("SELECT instance_id, events FROM history WHERE instance_id = ANY(%s) "
+                                "ORDER BY instance_id, episode", ids):
+            histories[iid].append(blob)
+        items, leases = [], []
+        for iid, execution_id, ready_at, old_token in rows:
+            inbox = inboxes[iid]
+            if not inbox:  # defensive: a ready_at that outlived its events
+                self._refresh_ready(tx, iid)
+                continue
+            token = f"o{secrets.token_hex(8)}.{iid}"
+            leases.append((iid, token, max(seq for seq, _ in inbox)))
+            request = pb.OrchestratorRequest.FromString(b"".join(histories[iid]))
+            request.instanceId = iid
+            request.executionId.value = execution_id
+            request.newEvents.append(event(tx.now, orchestratorStarted=pb.OrchestratorStartedEvent()))
+            request.newEvents.extend(pb.HistoryEvent.FromString(blob) for _, blob in inbox)
+            items.append(WorkItem(token, request, ready_at, old_token is not None))
+        if leases:
+            ids, tokens, seqs = map(list, zip(*leases))
+            tx.run("UPDATE instances AS i SET lease_token = l.token, blocked_until = %s, ready_at = %s, "
+                   "claim_seq = l.seq, claim_time = %s FROM unnest(%s::text[], %s::text[], %s::bigint[]) "
+                   "AS l(instance_id, token, seq) WHERE i.instance_id = l.instance_id",
+                   lease_end, lease_end, tx.now, ids, tokens, seqs)
+        return items
+
+    @staticmethod
+    def _leased_instance(tx: _Tx, token: str) -> tuple:
+        row = tx.one(f"SELECT {INSTANCE_COLUMNS}, parent, claim_seq, claim_time, lease_token FROM instances "
+                     "WHERE instance_id = %s FOR UPDATE", _instance_of(token))
+        if row is None or row[-1] != token:
+            raise StaleToken("The completion token is unknown or its lease has passed to another worker; "
+                             "the result was not applied.")
+        return row
+
+    async def complete_orchestration(self, token: str, response: pb.OrchestratorResponse) -> None:
+        return await self._write(self._complete_orchestration, token, response, lock_key=_instance_of(token))
+
+    def _complete_orchestration(self, tx: _Tx, token: str, response: pb.OrchestratorResponse) -> None:
+        row = self._leased_instance(tx, token)
+        state = SqliteStore._state(row[:15], include_payloads=True)
+        parent, claim_seq, claim_time = row[15:18]
+        iid = state.instance_id
+        delivered = [event(claim_time, orchestratorStarted=pb.OrchestratorStartedEvent())]
+        # The events the worker was given, in the order it was given them (visible_at, seq).
+        rows = tx.run("DELETE FROM inbox WHERE instance_id = %s AND seq <= %s AND visible_at <= %s "
+                      "RETURNING visible_at, seq, event", iid, claim_seq, claim_time).fetchall()
+        delivered += [pb.HistoryEvent.FromString(blob) for _, _, blob in sorted(rows)]
+        episode = episodes.plan_episode(state, pb.ParentInstanceInfo.FromString(parent) if parent else None,
+                                        delivered, response, tx.now)
+        old_key = (state.name, state.version, state.status)
+        if episode.continue_as_new is not None:
+            self._continue_as_new(tx, state, parent, episode)
+        else:
+            self._append_history(tx, iid, episode.history)
+            finished = episode.status in TERMINAL_STATUSES
+            tx.run("UPDATE instances SET status = %s, output = %s, failure_details = %s, custom_status = %s, "
+                   "updated_at = %s, completed_at = %s, lease_token = NULL, blocked_until = NULL "
+                   "WHERE instance_id = %s",
+                   episode.status, episode.output,
+                   episode.failure_details.SerializeToString() if episode.failure_details else None,
+                   episode.custom_status, tx.now, tx.now if finished else None, iid)
+            self._recount(tx, iid, old_key, (state.name, state.version, episode.status))
+            if finished:
+                self._finish(tx, iid)
+                tx.notice.finished.append((state.name, tx.now - state.created_at))
+        tx.many("INSERT INTO activities (instance_id, execution_id, task_id, name, version, request, ready_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [(iid, state.execution_id, request.taskId, request.name, request.version.value,
+                  request.SerializeToString(), tx.now) for request in episode.activities])
+        tx.notice.work_ready |= bool(episode.activities)
+        tx.many("INSERT INTO inbox (instance_id, execution_id, visible_at, event) VALUES (%s, %s, %s, %s)",
+                [(iid, state.execution_id, fire_at, fired.SerializeToString()) for fire_at, fired in episode.timers])
+        for message in episode.messages:
+            if isinstance(message, Deliver):
+                self._deliver(tx, message)
+            elif isinstance(message, StartChild):
+                self._start_child(tx, message.new)
+            elif isinstance(message, TerminateOther):
+                self._terminate(tx, message.instance_id, message.reason, message.recursive)
+        self._refresh_ready(tx, iid)
+
+    def _continue_as_new(self, tx: _Tx, state: InstanceState, parent: bytes | None,
+                         episode: episodes.Episode) -> None:
+        """Start a fresh execution: empty history, ExecutionStarted (and carried-over events) first in the
+        inbox, events of the old execution dropped, events raised meanwhile kept."""
+        can = episode.continue_as_new
+        iid = state.instance_id
+        tx.run("DELETE FROM history WHERE instance_id = %s", iid)
+        tx.run("DELETE FROM inbox WHERE instance_id = %s AND execution_id = %s", iid, state.execution_id)
+        tx.run("DELETE FROM activities WHERE instance_id = %s AND lease_token IS NULL", iid)
+        new = NewInstance(instance_id=iid, name=state.name, version=can.version, input=can.input, tags=state.tags,
+                          parent=pb.ParentInstanceInfo.FromString(parent) if parent else None)
+        execution_id = uuid.uuid4().hex
+        status = state.status if state.status == pb.ORCHESTRATION_STATUS_SUSPENDED \
+            else pb.ORCHESTRATION_STATUS_RUNNING
+        tx.run("UPDATE instances SET execution_id = %s, version = %s, input = %s, output = NULL, "
+               "failure_details = NULL, custom_status = %s, status = %s, updated_at = %s, episodes = 0, "
+               "lease_token = NULL, blocked_until = NULL WHERE instance_id = %s",
+               execution_id, can.version, can.input, episode.custom_status, status, tx.now, iid)
+        self._recount(tx, iid, (state.name, state.version, state.status), (state.name, can.version, status))
+        # visible_at 0 sorts these before any event that arrived while the last episode ran.
+        for seed in [episodes.execution_started(new, execution_id, tx.now), *can.carryover]:
+            self._enqueue(tx, iid, seed, None, visible_at=0.0)
+
+    async def complete_activity(self, token: str, response: pb.ActivityResponse) -> None:
+        return await self._write(self._complete_activity, token, response, lock_key=response.instanceId)
+
+    def _complete_activity(self, tx: _Tx, token: str, response: pb.ActivityResponse) -> None:
+        activity_id, iid, execution_id, task_id = self._leased_activity(tx, token)
+        tx.run("DELETE FROM activities WHERE id = %s", activity_id)
+        if response.HasField("failureDetails"):
+            outcome = event(tx.now, taskFailed=pb.TaskFailedEvent(
+                taskScheduledId=task_id, failureDetails=response.failureDetails))
+        else:
+            outcome = event(tx.now, taskCompleted=pb.TaskCompletedEvent(
+                taskScheduledId=task_id, result=response.result if response.HasField("result") else None))
+        self._deliver(tx, Deliver(iid, outcome, execution_id))
+
+    @staticmethod
+    def _leased_activity(tx: _Tx, token: str) -> tuple[int, str, str, int]:
+        """(id, instance id, execution id, task id) of the activity this token holds; else StaleToken."""
+        id_part = token[1:].partition(".")[0]
+        row = tx.one("SELECT id, instance_id, execution_id, task_id FROM activities WHERE id = %s AND "
+                     "lease_token = %s FOR UPDATE",
+                     int(id_part) if token.startswith("a") and id_part.isdigit() else -1, token)
+        if row is None:
+            raise StaleToken("The completion token is unknown or its lease has passed to another worker; "
+                             "the result was not applied.")
+        return row
+
+    async def renew(self, tokens: list[str], lease_seconds: float) -> None:
+        return await self._write(self._renew, tokens, lease_seconds)
+
+    @staticmethod
+    def _renew(tx: _Tx, tokens: list[str], lease_seconds: float) -> None:
+        lease_end = tx.now + lease_seconds
+        activity_tokens = [t for t in tokens if t.startswith("a") and t[1:].partition(".")[0].isdigit()]
+        instance_tokens = [t for t in tokens if t.startswith("o")]
+        if activity_tokens:
+            tx.run("UPDATE activities SET ready_at = %s WHERE id = ANY(%s) AND lease_token = ANY(%s)", lease_end,
+                   [int(t[1:].partition(".")[0]) for t in activity_tokens], activity_tokens)
+        if instance_tokens:
+            tx.run("UPDATE instances SET ready_at = %s, blocked_until = %s WHERE instance_id = ANY(%s) "
+                   "AND lease_token = ANY(%s)", lease_end, lease_end, [_instance_of(t) for t in instance_tokens],
+                   instance_tokens)
+
+    async def abandon(self, token: str, retry_after: float = 0.0) -> None:
+        return await self._write(self._abandon, token, retry_after, lock_key=_instance_of(token))
+
+    def _abandon(self, tx: _Tx, token: str, retry_after: float) -> None:
+        if token.startswith("a"):
+            activity_id = self._leased_activity(tx, token)[0]
+            tx.run("UPDATE activities SET lease_token = NULL, ready_at = %s WHERE id = %s", tx.now + retry_after,
+                   activity_id)
+            tx.notice.work_ready = True
+        else:
+            iid = self._leased_instance(tx, token)[0]
+            tx.run("UPDATE instances SET lease_token = NULL, blocked_until = %s WHERE instance_id = %s",
+                   tx.now + retry_after, iid)
+            self._refresh_ready(tx, iid)
+
+
+STORE_PARAMETERS = {"synchronous_commit"}  # query parameters the store reads itself, not libpq
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def open_postgres(url: str) -> PostgresStore:
+    """`postgresql://user[:password]@host[:port]/database[?synchronous_commit=off&<libpq parameters>]`.
+
+    `synchronous_commit=off` is an explicit opt-in to faster commits that a database crash may
+    lose (the last few hundred milliseconds; never a half-applied one)."""
+    parts = urllib.parse.urlsplit(url)
+    params = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    ours = {key: value for key, value in params if key in STORE_PARAMETERS}
+    synchronous = ours.get("synchronous_commit", "on")
+    if synchronous not in ("on", "off"):
+        raise StoreUrlError(f"Invalid PostgreSQL store URL '{_safe_url(url)}': synchronous_commit must be on or off.")
+    conninfo = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(
+        [(key, value) for key, value in params if key not in STORE_PARAMETERS])))
+    try:
+        psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as error:
+        raise StoreUrlError(f"Invalid PostgreSQL store URL '{_safe_url(url)}': "
+                            f"{str(error).strip().splitlines()[-1].rstrip('.')}.") from None
+    try:
+        return PostgresStore(conninfo, synchronous_commit=synchronous == "on")
+    except psycopg.Error as error:
+        reason = str(error).strip().splitlines()[-1].rstrip(".") if str(error).strip() else type(error).__name__
+        raise StoreUrlError(f"Cannot open the PostgreSQL store at '{_safe_url(url)}': {reason}.") from None
