@@ -19,7 +19,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="durabletask-server", description="Durable Task hub server (gRPC).")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=4001, help="gRPC port (default 4001)")
-    parser.add_argument("--store", help=f"store URL, e.g. sqlite:///PATH/hub.db (default: ./{DEFAULT_STORE_FILE})")
+    parser.add_argument("--store", help=f"store URL: sqlite:///PATH/hub.db (default: ./{DEFAULT_STORE_FILE}) or "
+                        "postgresql://USER@HOST:5432/DB[?synchronous_commit=off] (several replicas may share one)")
     parser.add_argument("--metrics-port", type=int, default=9464, help="Prometheus /metrics port; 0 turns it off")
     parser.add_argument("--lease-seconds", type=float, default=DEFAULT_LEASE_SECONDS,
                         help="how long a worker holds a work item before it returns to the queue")
