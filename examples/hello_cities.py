@@ -1,6 +1,6 @@
 """Hello, cities: the smallest complete durable orchestration.
 
-What happens when you run it (`make run`):
+What happens when you run it (`python examples/hello_cities.py`):
   1. our task hub server starts as a subprocess, keeping its state in SQLite in a temporary folder;
   2. a worker starts in this process and registers one activity and one orchestrator;
   3. a client schedules three orchestrations (one of them with a version) and prints their results.
