@@ -45,31 +45,39 @@ def test_a_lone_pool_is_active_with_its_replicas_and_says_so_once():
     assert plan([again], {"1.0": 4})["v1"].events == []
 
 
-@pytest.mark.parametrize("new_match, old_match, counts, old_phase", [
-    # Strict newer pool: only its own version moves over; the old version's instances keep the old pool.
-    ("Strict", "Strict", {"1.0": 3, "2.0": 5}, "Draining"),
-    ("Strict", "Strict", {"1.0": 0, "2.0": 5}, "Drained"),
-    # CurrentOrOlder newer pool runs 1.0 too, so the old pool is not needed at all.
-    ("CurrentOrOlder", "Strict", {"1.0": 3}, "Drained"),
-    # None runs everything.
-    ("None", "CurrentOrOlder", {"1.0": 3, "0.5": 2}, "Drained"),
-    # 0.5 is older than 1.0: a CurrentOrOlder old pool runs it, a Strict one does not (nobody can).
-    ("Strict", "CurrentOrOlder", {"0.5": 2}, "Draining"),
-    ("Strict", "Strict", {"0.5": 2}, "Drained"),
-    # Unversioned instances ("") are older than every version.
-    ("Strict", "CurrentOrOlder", {"": 1}, "Draining"),
-    ("CurrentOrOlder", "CurrentOrOlder", {"": 1}, "Drained"),
-    # The old pool's strategy None also takes versions newer than its own, but the newer pool owns them.
-    ("Strict", "None", {"2.0": 1}, "Drained"),
-    ("Strict", "None", {"3.0": 1}, "Draining"),
-])
-def test_an_old_pool_is_needed_while_a_version_only_it_runs_has_live_instances(new_match, old_match, counts,
-                                                                               old_phase):
+# Pools v1 (version 1.0) and v2 (2.0); each cell: v1's phase when the only live instances have
+# version 0.5, 1.0 or 3.0. "D" Draining (v1 still runs them and v2 cannot), "-" Drained.
+STRATEGY_MATRIX = {
+    ("Strict", "Strict"): "-D-",
+    ("Strict", "CurrentOrOlder"): "---",
+    ("Strict", "None"): "---",
+    ("CurrentOrOlder", "Strict"): "DD-",
+    ("CurrentOrOlder", "CurrentOrOlder"): "---",
+    ("CurrentOrOlder", "None"): "---",
+    ("None", "Strict"): "DDD",
+    ("None", "CurrentOrOlder"): "--D",
+    ("None", "None"): "---",
+}
+
+
+@pytest.mark.parametrize("old_match, new_match", STRATEGY_MATRIX)
+def test_an_old_pool_is_needed_while_a_version_only_it_runs_has_live_instances(old_match, new_match):
     old, new = pool("v1", "1.0", old_match), pool("v2", "2.0", new_match)
-    plans = plan([old, new], counts)
-    assert plans["v2"].status["phase"] == "Active"
-    assert plans["v1"].status["phase"] == old_phase
-    assert plans["v1"].replicas == 2  # neither draining nor freshly drained pools scale down yet
+    for version, expected in zip(("0.5", "1.0", "3.0"), STRATEGY_MATRIX[old_match, new_match]):
+        plans = plan([old, new], {version: 3, "2.0": 5})
+        assert plans["v2"].status["phase"] == "Active"
+        assert plans["v1"].status["phase"] == {"D": "Draining", "-": "Drained"}[expected], version
+        assert plans["v1"].replicas == 2  # neither draining nor freshly drained pools scale down yet
+
+
+@pytest.mark.parametrize("old_match, new_match, phase", [
+    ("CurrentOrOlder", "Strict", "Draining"),
+    ("Strict", "Strict", "Drained"),
+    ("CurrentOrOlder", "CurrentOrOlder", "Drained"),
+])
+def test_unversioned_instances_are_older_than_every_version(old_match, new_match, phase):
+    plans = plan([pool("v1", "1.0", old_match), pool("v2", "2.0", new_match)], {"": 1})
+    assert plans["v1"].status["phase"] == phase
 
 
 def test_each_version_belongs_to_the_newest_pool_that_runs_it():
