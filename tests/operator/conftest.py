@@ -110,7 +110,8 @@ def namespace(cluster, request):
 
 @pytest.fixture
 def start_operator(cluster, namespace):
-    """Start the real `durabletask-operator` against the emulator, watching the test's namespace."""
+    """Start the real `durabletask-operator` against the emulator, watching the test's namespace.
+    (Request `hub` before this fixture: the operator then stops before the hub it scrapes.)"""
     started = []
 
     def start(*metrics_args: str, interval: float = 0.3) -> subprocess.Popen:

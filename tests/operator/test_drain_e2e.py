@@ -23,7 +23,7 @@ def strict(version):
                              failure_strategy=VersionFailureStrategy.REJECT)
 
 
-def test_v1_drains_after_its_last_instance_and_scales_to_zero(cluster, namespace, start_operator, hub):
+def test_v1_drains_after_its_last_instance_and_scales_to_zero(hub, cluster, namespace, start_operator):
     start_operator("--hub-metrics-url", hub.metrics_url)
     hub_client = client.TaskHubGrpcClient(host_address=hub.address)
     drain = {"scaleDownDelaySeconds": SCALE_DOWN_DELAY, "deleteDelaySeconds": DELETE_DELAY}

@@ -17,7 +17,7 @@ def phase(cluster, namespace, name, expected):
                       and cluster.pool(namespace, name), what=f"{name} phase {expected}")
 
 
-def test_kubectl_apply_and_get_workerpools(cluster, namespace, start_operator, hub):
+def test_kubectl_apply_and_get_workerpools(hub, cluster, namespace, start_operator):
     start_operator("--hub-metrics-url", hub.metrics_url)
     for example in ("orders-v1.yaml", "orders-v2.yaml"):
         assert "created" in cluster.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / example))
@@ -28,7 +28,7 @@ def test_kubectl_apply_and_get_workerpools(cluster, namespace, start_operator, h
                == expected, what="kubectl get workerpools showing both pools planned")
 
 
-def test_a_pool_becomes_an_owned_deployment_that_follows_the_spec(cluster, namespace, start_operator, hub):
+def test_a_pool_becomes_an_owned_deployment_that_follows_the_spec(hub, cluster, namespace, start_operator):
     start_operator("--hub-metrics-url", hub.metrics_url)
     cluster.apply(namespace, manifest("orders-v1", "1.0", replicas=2))
     deployment = wait_until(lambda: cluster.deployment(namespace, "orders-v1"), what="Deployment")
@@ -54,7 +54,7 @@ def test_a_pool_becomes_an_owned_deployment_that_follows_the_spec(cluster, names
     assert ("Normal", "Active") in cluster.events(namespace, "orders-v1")
 
 
-def test_invalid_pools_are_reported_and_the_others_still_served(cluster, namespace, start_operator, hub):
+def test_invalid_pools_are_reported_and_the_others_still_served(hub, cluster, namespace, start_operator):
     start_operator("--hub-metrics-url", hub.metrics_url)
     for name, version, app in (("a", "1.0", "orders"), ("b", "1.0.0", "orders"), ("c", "1.0", "billing")):
         cluster.apply(namespace, manifest(name, version, app=app))
@@ -86,7 +86,7 @@ def test_unknown_metrics_drain_nothing(cluster, namespace, start_operator):
                what="MetricsUnknown event")
 
 
-def test_a_foreign_deployment_in_the_way_is_reported_not_taken_over(cluster, namespace, start_operator, hub):
+def test_a_foreign_deployment_in_the_way_is_reported_not_taken_over(hub, cluster, namespace, start_operator):
     start_operator("--hub-metrics-url", hub.metrics_url)
     foreign = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "orders-v1"},
                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "other"}}, "template": {
