@@ -2,6 +2,9 @@
 
 import copy
 
+import pytest
+from durabletask_worker.config import parse_config
+
 from durabletask_operator.deployment import build_deployment, drifted
 from durabletask_operator.spec import Pool
 
@@ -84,3 +87,16 @@ def test_server_defaults_are_not_drift_but_edits_are():
     live["spec"]["template"]["spec"]["containers"][0]["env"].pop()
     assert drifted(desired, live)
     assert drifted(build_deployment(pool(image="reg/orders:2.1"), 2), desired)
+
+
+@pytest.mark.parametrize("match, failure", [("None", "Fail"), ("Strict", "Reject"), ("CurrentOrOlder", "Reject")])
+def test_the_worker_runner_accepts_the_environment_we_give_it(match, failure):
+    """The contract with worker_image/: the runner parses exactly the variables the Deployment sets."""
+    env = env_of(build_deployment(pool(matchStrategy=match, failureStrategy=failure, concurrency=7,
+                                       drain={"gracePeriodSeconds": 45}), 1))
+    config = parse_config([], env)
+    assert (config.address, config.app, config.version, config.default_version) == (
+        "hub.shop:4001", "orders.app", "2.0", "2.0")
+    assert config.match_strategy.name.replace("_", "") == match.upper()
+    assert config.failure_strategy.name == failure.upper()
+    assert (config.concurrency, config.http_port, config.drain_seconds) == (7, 8080, 45)
