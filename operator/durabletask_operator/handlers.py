@@ -36,10 +36,7 @@ def register(registry: kopf.OperatorRegistry, counts: SharedCounts, interval: fl
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # Keep kopf's own bookkeeping out of status, which belongs to the planner.
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
-        settings.posting.level = logging.WARNING  # our own Events carry the transitions
+        settings.posting.level = logging.WARNING  # our own Events carry the transitions; kopf adds its errors
 
     @kopf.index(GROUP, API_VERSION, PLURAL, id="pools_by_app", registry=registry)
     def pools_by_app(body: kopf.Body, namespace: str, **_: Any) -> dict[tuple[str, str], Pool]:
