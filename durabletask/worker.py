@@ -230,7 +230,9 @@ class TaskHubGrpcWorker:
         self._orchestrators: dict[str, task.Orchestrator[Any, Any]] = {}
         self._activities: dict[str, task.Activity[Any, Any]] = {}
         self._versioning: VersioningOptions | None = None
-        self._filters: WorkItemFilters | None | object = None
+        # By default the hub routes by name and version before it hands out work, instead of this
+        # worker rejecting (or failing) what it cannot run; use_work_item_filters(None) opts out.
+        self._filters: WorkItemFilters | None | object = _FILTERS_FROM_REGISTRATIONS
         self._stopping = threading.Event()
         self._stream_lock = threading.Lock()
         self._stream: Any = None
@@ -288,10 +290,12 @@ class TaskHubGrpcWorker:
         self._versioning = version
 
     def use_work_item_filters(self, filters: WorkItemFilters | None | object = _FILTERS_FROM_REGISTRATIONS) -> None:
-        """Ask the hub for matching work only: the given filters, or (no argument) the registered names.
+        """Ask the hub for matching work only: the given filters, or (no argument, and the default)
+        the registered names.
 
         Filters derived from registrations carry the worker's version: as the only version under
-        STRICT matching, as the newest accepted one under CURRENT_OR_OLDER. None removes filters.
+        STRICT matching, as the newest accepted one under CURRENT_OR_OLDER. None removes filters:
+        the hub then offers every work item, and this worker rejects or fails what it cannot run.
         """
         self._refuse_while_running("change work item filters")
         if not (filters is None or filters is _FILTERS_FROM_REGISTRATIONS or isinstance(filters, WorkItemFilters)):

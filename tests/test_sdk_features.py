@@ -109,20 +109,32 @@ def calls_unknown_activity(ctx, _):
 
 
 def test_unregistered_activity_fails_like_microsofts_sdk(hub, hub_address):
-    with running_worker(hub_address, [calls_unknown_activity]):
+    # Only a worker that sends no work item filters is offered an activity it does not have.
+    with running_worker(hub_address, [calls_unknown_activity], filters=False):
         state = run_to_end(hub, calls_unknown_activity)
     inner = state.failure_details.inner_failure
     assert inner.error_type == "durabletask.worker.ActivityNotRegisteredError"
     assert inner.message == "Activity function named 'not_registered_anywhere' was not registered!"
 
 
-def test_unregistered_orchestrator_fails_the_instance(hub, hub_address):
-    with running_worker(hub_address, [hello_cities], [hello]):
+def test_unregistered_orchestrator_fails_the_instance_on_a_worker_without_filters(hub, hub_address):
+    with running_worker(hub_address, [hello_cities], [hello], filters=False):
         instance_id = hub.schedule_new_orchestration("no_such_orchestrator", instance_id=new_id("missing"))
         state = hub.wait_for_orchestration_completion(instance_id, timeout=30)
     assert state.runtime_status == client.OrchestrationStatus.FAILED
     assert state.failure_details.error_type == "durabletask.worker.OrchestratorNotRegisteredError"
     assert state.failure_details.message == "A 'no_such_orchestrator' orchestrator was not registered."
+
+
+def test_unregistered_work_waits_for_a_worker_that_has_it(hub, hub_address):
+    """By default workers send filters: what no connected worker registered stays PENDING."""
+    with running_worker(hub_address, [], [hello]):
+        instance_id = hub.schedule_new_orchestration(hello_cities, instance_id=new_id("unserved"))
+        time.sleep(1)
+        assert hub.get_orchestration_state(instance_id).runtime_status == client.OrchestrationStatus.PENDING
+        with running_worker(hub_address, [hello_cities]):
+            state = hub.wait_for_orchestration_completion(instance_id, timeout=30)
+    assert state.get_output() == ["Hello, Tokyo!", "Hello, Seattle!", "Hello, London!"]
 
 
 attempts: dict[str, int] = {}

@@ -81,10 +81,22 @@ def test_worker_survives_stream_reset_and_clean_close_then_completes_work(script
     assert [f.name for f in filters.activities] == ["shout"]
 
 
+def test_by_default_the_worker_asks_only_for_what_it_registered(scripted_hub):
+    hub, address = scripted_hub
+    w = worker.TaskHubGrpcWorker(host_address=address)
+    w.add_activity(shout)
+    with w:
+        w.start()
+        assert hub.done.wait(10)
+    filters = hub.requests[-1].workItemFilters
+    assert ([f.name for f in filters.orchestrations], [f.name for f in filters.activities]) == ([], ["shout"])
+
+
 def test_without_filters_the_worker_asks_for_all_work(scripted_hub):
     hub, address = scripted_hub
     w = worker.TaskHubGrpcWorker(host_address=address)
     w.add_activity(shout)
+    w.use_work_item_filters(None)
     with w:
         w.start()
         assert hub.done.wait(10)

@@ -56,10 +56,12 @@ def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
 class ServerProcess:
     """Our `durabletask-server` as a subprocess on a loopback port; restartable on the same store."""
 
-    def __init__(self, store_url: str, port: int | None = None, extra_args: tuple[str, ...] = ()):
+    def __init__(self, store_url: str, port: int | None = None, extra_args: tuple[str, ...] = (),
+                 metrics_port: int = 0):
         self.store_url = store_url
         self.port = port or free_port()
         self.extra_args = extra_args
+        self.metrics_port = metrics_port  # 0: no /metrics endpoint
         self.process: subprocess.Popen | None = None
 
     @property
@@ -68,7 +70,7 @@ class ServerProcess:
 
     def start(self) -> "ServerProcess":
         cmd = [sys.executable, "-m", "durabletask.server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--store", self.store_url, "--metrics-port", "0", *self.extra_args]
+               "--store", self.store_url, "--metrics-port", str(self.metrics_port), *self.extra_args]
         self.process = subprocess.Popen(cmd, cwd=REPO)
         wait_for_hub(self.address, self.process)
         return self

@@ -11,7 +11,8 @@ def new_id(label: str) -> str:
 
 
 @contextlib.contextmanager
-def running_worker(address, orchestrators=(), activities=(), versioning=None, **options):
+def running_worker(address, orchestrators=(), activities=(), versioning=None, filters=True, **options):
+    """A started worker; `filters=False` sends no work item filters (the hub then offers it everything)."""
     w = worker.TaskHubGrpcWorker(host_address=address, **options)
     for fn in orchestrators:
         w.add_orchestrator(fn)
@@ -19,6 +20,8 @@ def running_worker(address, orchestrators=(), activities=(), versioning=None, **
         w.add_activity(fn)
     if versioning is not None:
         w.use_versioning(versioning)
+    if not filters:
+        w.use_work_item_filters(None)
     w.start()
     try:
         yield w
