@@ -6,10 +6,11 @@ from collections import Counter
 import grpc
 import pytest
 
-from durabletask import client, task
+from durabletask import client, task, worker
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.worker import VersionFailureStrategy, VersioningOptions, VersionMatchStrategy
+from durabletask.worker_metrics import WorkerMetrics
 from tests.support.metrics import scrape
 from tests.support.processes import ServerProcess, free_port
 from tests.support.sdk import new_id, running_worker
@@ -114,3 +115,33 @@ def test_gauges_match_the_instances_through_every_status_and_a_restart(hub):
     assert after_restart.by("durabletask_workers_connected", "version") == {}
     assert after_restart.by("durabletask_work_items_pending", "kind", "name", "version") == {
         ("orchestration", "nobody_runs_this", "4.0"): 2, ("activity", "registered_nowhere", "2.5"): 1}
+
+
+def shout(ctx: task.ActivityContext, text: str) -> str:
+    return text.upper()
+
+
+def shouts(ctx: task.OrchestrationContext, text: str):
+    return (yield ctx.call_activity(shout, input=text))
+
+
+def test_an_sdk_worker_serves_its_own_metrics(shared_server):
+    w = worker.TaskHubGrpcWorker(host_address=shared_server.address)
+    w.add_orchestrator(shouts)
+    w.add_activity(shout)
+    metrics = WorkerMetrics(w)
+    w.use_work_item_listener(metrics)
+    port = free_port()
+    http = metrics.serve(port, "127.0.0.1")
+    try:
+        with w, client.TaskHubGrpcClient(host_address=shared_server.address) as c:
+            w.start()
+            iid = c.schedule_new_orchestration(shouts, input="hi", instance_id=new_id("shouts"))
+            assert c.wait_for_orchestration_completion(iid, timeout=WAIT).get_output() == "HI"
+            seen = scrape(port)
+    finally:
+        http.shutdown()
+    assert seen.total("durabletask_worker_work_items_total", kind="activity", name="shout", outcome="completed") == 1
+    assert seen.total("durabletask_worker_work_items_total", kind="orchestration", name="shouts",
+                      outcome="completed") == 2  # scheduling the activity, then finishing
+    assert seen.total("durabletask_worker_connected") == 1

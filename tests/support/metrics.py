@@ -11,10 +11,10 @@ class Scrape:
     def __init__(self, text: str):
         self.samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
 
-    def total(self, name: str, **labels: str) -> float:
-        """The sum of the samples called `name` whose labels include `labels` (0 when none)."""
+    def total(self, metric: str, /, **labels: str) -> float:
+        """The sum of the samples called `metric` whose labels include `labels` (0 when none)."""
         return sum(s.value for s in self.samples
-                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+                   if s.name == metric and all(s.labels.get(k) == v for k, v in labels.items()))
 
     def by(self, name: str, *label_names: str) -> dict[tuple[str, ...], float]:
         """{label values: value} of the non-zero samples called `name`."""

@@ -8,9 +8,9 @@ import sys
 import threading
 
 from durabletask.worker import ConcurrencyOptions, TaskHubGrpcWorker, VersioningOptions
+from durabletask.worker_metrics import WorkerMetrics
 from durabletask_worker.app import App, load_app
 from durabletask_worker.config import ConfigError, RunnerConfig, parse_config
-from durabletask_worker.metrics import WorkerMetrics
 from durabletask_worker.probes import serve_probes
 
 log = logging.getLogger("durabletask_worker")

@@ -1,6 +1,13 @@
-"""The worker's Prometheus metrics, fed by the worker's work item listener."""
+"""A worker's own Prometheus metrics, fed by its work item listener:
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    metrics = WorkerMetrics(worker)
+    worker.use_work_item_listener(metrics)
+    server = metrics.serve(9465)  # /metrics on port 9465 until server.shutdown()
+
+The `durabletask-worker` runner serves the same registry next to its probes.
+"""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from durabletask.worker import TaskHubGrpcWorker, WorkItemInfo, WorkItemListener, WorkItemOutcome
 
@@ -22,6 +29,12 @@ class WorkerMetrics(WorkItemListener):
         connected = Gauge("durabletask_worker_connected",
                           "1 while the work item stream to the task hub is open, else 0.", registry=self.registry)
         connected.set_function(lambda: float(worker.is_connected))
+
+    def serve(self, port: int, host: str = ""):
+        """Serve /metrics on host:port (all interfaces by default) from a daemon thread; returns the
+        HTTP server (call shutdown() to stop it). Raises OSError if the port cannot be bound."""
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        return server
 
     def work_item_started(self, item: WorkItemInfo) -> None:
         self._in_flight.labels(item.kind).inc()
