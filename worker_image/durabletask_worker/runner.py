@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
              app.module, len(app.orchestrators), len(app.activities), config.version or "(none)",
              config.match_strategy.name, config.failure_strategy.name,
              f"port {config.http_port}" if probes else "no port")
-    stop_requested.wait()
+    # Wait in short steps: the signal may land on one of gRPC's threads, and Python runs its
+    # handler only when the main thread next runs, which a wait without a timeout never does.
+    while not stop_requested.wait(timeout=0.2):
+        pass
 
     log.info("Stopping: draining for up to %gs", config.drain_seconds)
     worker.stop(grace_period=config.drain_seconds)
