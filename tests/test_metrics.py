@@ -1,6 +1,7 @@
 """The task hub's /metrics, scraped over HTTP from a real server while instances move through
 their states, compared with what the hub itself says about its instances (QueryInstances)."""
 
+import time
 from collections import Counter
 
 import grpc
@@ -11,6 +12,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.worker import VersionFailureStrategy, VersioningOptions, VersionMatchStrategy
 from durabletask.worker_metrics import WorkerMetrics
+from tests.support.hub import RawWorker
 from tests.support.metrics import scrape
 from tests.support.processes import ServerProcess, free_port
 from tests.support.sdk import new_id, running_worker
@@ -145,3 +147,37 @@ def test_an_sdk_worker_serves_its_own_metrics(shared_server):
     assert seen.total("durabletask_worker_work_items_total", kind="orchestration", name="shouts",
                       outcome="completed") == 2  # scheduling the activity, then finishing
     assert seen.total("durabletask_worker_connected") == 1
+
+
+def test_abandons_are_counted_by_reason(tmp_path):
+    """worker: handed back; stream_closed: its stream ended first; lease_expired: the server that
+    leased it died, and the lease ran out before the work was claimed again."""
+    hub = ServerProcess(f"sqlite:///{tmp_path}/hub.db", metrics_port=free_port(),
+                        extra_args=("--lease-seconds", "1")).start()
+    try:
+        with client.TaskHubGrpcClient(host_address=hub.address) as c:
+            iid = c.schedule_new_orchestration("played_by_hand", instance_id=new_id("abandons"))
+        rejecting = RawWorker(hub.address)
+        rejecting.stub.AbandonTaskOrchestratorWorkItem(pb.AbandonOrchestrationTaskRequest(
+            completionToken=rejecting.next().completionToken))
+        raw = RawWorker(hub.address)
+        raw.next()  # after the back-off, offered to the stream that did not reject it
+        rejecting.close()
+        raw.close()
+        deadline = time.monotonic() + 5
+        while scrape(hub.metrics_port).total("durabletask_work_items_abandoned_total", reason="stream_closed") < 1:
+            assert time.monotonic() < deadline, "the closed stream's work item was not released"
+            time.sleep(0.05)
+        raw = RawWorker(hub.address)
+        assert raw.next().orchestratorRequest.instanceId == iid
+        before_restart = scrape(hub.metrics_port).by("durabletask_work_items_abandoned_total", "kind", "reason")
+        hub.kill()  # the lease dies with the server's memory of it
+        hub.start()
+        raw = RawWorker(hub.address)
+        assert raw.next(timeout=5).orchestratorRequest.instanceId == iid
+        abandoned = scrape(hub.metrics_port).by("durabletask_work_items_abandoned_total", "kind", "reason")
+        raw.close()
+    finally:
+        hub.stop()
+    assert before_restart == {("orchestration", "worker"): 1, ("orchestration", "stream_closed"): 1}
+    assert abandoned == {("orchestration", "lease_expired"): 1}  # counters start afresh with the process

@@ -157,12 +157,12 @@ class Dispatcher:
     async def _fill(self, stream: WorkerStream) -> tuple[bool, float | None]:
         want_o, want_a = stream.wanted_orchestrations(), stream.wanted_activities()
         claim: ClaimResult = await self._store.claim(want_o, want_a, stream.claim_filters(), self._lease_seconds)
-        self._count_claimed(claim)
         if stream not in self._streams:  # closed while we claimed
             held = _by_token([item.token for item in claim.orchestrations], [item.token for item in claim.activities])
             if held:
                 await self._release(held)
             return False, claim.next_ready_at
+        self._count_dispatched(claim)
         for item in claim.orchestrations:
             stream.orchestration_tokens[item.token] = item.request.instanceId
             self._holder[item.token] = stream
@@ -175,7 +175,7 @@ class Dispatcher:
         wake_at = [at for at in (claim.next_ready_at, stream.next_unexcluded_at()) if at is not None]
         return full, min(wake_at, default=None)
 
-    def _count_claimed(self, claim: ClaimResult) -> None:
+    def _count_dispatched(self, claim: ClaimResult) -> None:
         now = time.time()
         for kind, items in ((ORCHESTRATION, claim.orchestrations), (ACTIVITY, claim.activities)):
             for item in items:
