@@ -8,6 +8,7 @@ run by run so that drift in the machine's load hits both alike. The table shows 
     .venv/bin/python bench/run.py --quick               # smaller sizes, one run: a smoke test
     .venv/bin/python bench/run.py --sides theirs        # Microsoft's side alone
     .venv/bin/python bench/run.py --ours-against-theirs # also our SDK on Microsoft's backend
+    .venv/bin/python bench/run.py --sides theirs,ours,ours-postgres  # also our server on PostgreSQL
 
 Exits 1 with one sentence on stderr when a side fails; its logs are then kept and named.
 """
@@ -28,6 +29,7 @@ from typing import Callable
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.support.postgres import PostgresCluster  # noqa: E402
 from tests.support.processes import MS_VENV, MsBackendProcess, ServerProcess, ms_python  # noqa: E402
 
 WORKLOADS_SCRIPT = REPO / "bench" / "workloads.py"
@@ -53,9 +55,23 @@ SIDES = {
     "theirs": Side("theirs: MS SDK + MS in-memory", ms_python, MS_VENV, lambda tmp: MsBackendProcess()),
     "ours": Side("ours: our SDK + our server/SQLite", lambda: Path(sys.executable), REPO,
                  lambda tmp: ServerProcess(f"sqlite:///{tmp / 'hub.db'}")),
+    # One throwaway PostgreSQL cluster (started on first use, with fsync on) serves every run, each on
+    # a fresh database.
+    "ours-postgres": Side("ours: our SDK + our server/PostgreSQL", lambda: Path(sys.executable), REPO,
+                          lambda tmp: ServerProcess(postgres_cluster().new_database() + POSTGRES_PARAMS[0])),
     "ours-on-theirs": Side("diag: our SDK + MS in-memory", lambda: Path(sys.executable), REPO,
                            lambda tmp: MsBackendProcess()),
 }
+
+
+_postgres: list[PostgresCluster] = []
+POSTGRES_PARAMS = [""]  # "?synchronous_commit=off" with --postgres-synchronous-commit off
+
+
+def postgres_cluster() -> PostgresCluster:
+    if not _postgres:
+        _postgres.append(PostgresCluster(fsync=True).start())
+    return _postgres[0]
 
 
 @contextlib.contextmanager
@@ -110,7 +126,10 @@ def run_once(side_name: str, workload: str, size: int, timeout: float, tmp: Path
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default=",".join(SIZES), help="comma-separated, from: %(default)s")
-    parser.add_argument("--sides", default="theirs,ours", help="comma-separated, from: theirs,ours")
+    parser.add_argument("--sides", default="theirs,ours", help="comma-separated, from: theirs,ours,ours-postgres")
+    parser.add_argument("--postgres-synchronous-commit", choices=["on", "off"], default="on",
+                        help="the ours-postgres store's synchronous_commit (off: a database crash may lose the "
+                             "last moments of commits, as SQLite's synchronous=NORMAL may on power loss)")
     parser.add_argument("--ours-against-theirs", action="store_true",
                         help="also run our SDK against Microsoft's backend (separates SDK from server speed)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per side and workload; the median counts")
@@ -119,8 +138,10 @@ def main() -> int:
     args = parser.parse_args()
 
     workloads = args.workloads.split(",")
+    if args.postgres_synchronous_commit == "off":
+        POSTGRES_PARAMS[0] = "?synchronous_commit=off"
     sides = args.sides.split(",") + (["ours-on-theirs"] if args.ours_against_theirs else [])
-    unknown = [w for w in workloads if w not in SIZES] + [s for s in args.sides.split(",") if s not in ("theirs", "ours")]
+    unknown = [w for w in workloads if w not in SIZES] + [s for s in args.sides.split(",") if s not in ("theirs", "ours", "ours-postgres")]
     if unknown:
         parser.error(f"unknown workload or side: {', '.join(unknown)}")
     sizes = QUICK_SIZES if args.quick else SIZES
@@ -154,6 +175,9 @@ def main() -> int:
     except KeyboardInterrupt:
         print("bench interrupted; every hub and worker it started has been stopped", file=sys.stderr)
         return 130
+    finally:
+        for cluster in _postgres:
+            cluster.stop()
 
     print(f"\nmedian rates (load average now {os.getloadavg()[0]:.2f}):")
     for side in sides:

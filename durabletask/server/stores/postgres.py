@@ -197,6 +197,7 @@ class _Request:
     fn: Callable
     args: tuple
     lock_key: str  # the instance the request locks first ('' when it waits on none)
+    durable: bool  # False: losing it in a database crash is harmless, so its commit need not wait for the disk
     done: Future = field(default_factory=Future)
     attempts: int = 0
 
@@ -256,9 +257,9 @@ class PostgresStore(Store):
             for listener in self._listeners:
                 listener(notice)
 
-    def _write(self, fn: Callable, *args, lock_key: str = "") -> asyncio.Future:
+    def _write(self, fn: Callable, *args, lock_key: str = "", durable: bool = True) -> asyncio.Future:
         """Queue `fn(tx, *args)` for a writer; the result resolves on the caller's event loop."""
-        request = _Request(fn, args, lock_key)
+        request = _Request(fn, args, lock_key, durable)
         self._requests.put(request)
         return asyncio.wrap_future(request.done)
 
@@ -287,34 +288,55 @@ class PostgresStore(Store):
                 return
 
     def _run_batch(self, batch: list[_Request]) -> None:
+        """One transaction for the whole batch, each request in a savepoint, in pipeline mode: a
+        statement whose result nobody reads goes out with the next one that is read. Round trips,
+        not the database, are what small transactions mostly wait on."""
         outcomes: dict[int, tuple[Any, Exception | None]] = {}
         retry: list[_Request] = []
-        tx = None
+        notice = None
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection() as conn, conn.pipeline() as pipeline:
+                conn.execute("BEGIN")
+                if not any(request.durable for request in batch):
+                    # Claims and renewals alone need not wait for the disk: if the database loses them, the
+                    # work is simply claimed again, and the lost lease's token is refused (fencing).
+                    conn.execute("SET LOCAL synchronous_commit = off")
                 (now,) = conn.execute(DATABASE_NOW).fetchone()
                 tx = _Tx(conn, now)
                 counts: Counter = Counter()
-                with conn.transaction():
-                    for i, request in enumerate(batch):
-                        tx.counts = Counter()
-                        finished_before = len(tx.notice.finished)
-                        try:
-                            with conn.transaction():  # a savepoint: the request fails alone
-                                outcomes[i] = (request.fn(tx, *request.args), None)
-                            counts.update(tx.counts)
-                        except RETRYABLE as error:
-                            del tx.notice.finished[finished_before:]  # they did not happen
-                            request.attempts += 1
-                            if request.attempts < RETRIES:
-                                retry.append(request)
-                            else:
-                                outcomes[i] = (None, error)
-                        except Exception as error:
-                            del tx.notice.finished[finished_before:]
+                for i, request in enumerate(batch):
+                    tx.counts = Counter()
+                    finished_before = len(tx.notice.finished)
+                    conn.execute("SAVEPOINT request")
+                    try:
+                        result = request.fn(tx, *request.args)
+                        pipeline.sync()  # so that an error of its last statements is raised here
+                    except RETRYABLE as error:
+                        request.attempts += 1
+                        if request.attempts < RETRIES:
+                            retry.append(request)
+                        else:
                             outcomes[i] = (None, error)
-                    self._apply_counts(tx, counts)
-                    self._publish(tx)
+                    except Exception as error:  # the request fails alone; the batch goes on
+                        if isinstance(error, psycopg.Error):
+                            log.warning("store request %s failed: %s", request.fn.__name__, error)
+                        outcomes[i] = (None, error)
+                    else:
+                        outcomes[i] = (result, None)
+                        counts.update(tx.counts)
+                        conn.execute("RELEASE request")
+                        continue
+                    del tx.notice.finished[finished_before:]  # they did not happen
+                    try:  # statements queued after a failed one are skipped until the pipeline syncs
+                        pipeline.sync()
+                    except psycopg.Error:
+                        pass
+                    conn.execute("ROLLBACK TO request")
+                    conn.execute("RELEASE request")
+                self._apply_counts(tx, counts)
+                self._publish(tx)
+                conn.execute("COMMIT")
+                notice = tx.notice
         except Exception as error:
             log.exception("store transaction failed")
             outcomes = {i: (None, error) for i in range(len(batch))}
@@ -326,33 +348,36 @@ class PostgresStore(Store):
                 batch[i].done.set_exception(error)
         for request in retry:
             self._requests.put(request)
-        if tx is not None and (tx.notice.work_ready or tx.notice.status_changed or tx.notice.finished):
-            self._tell_listeners(tx.notice)
+        if notice is not None and (notice.work_ready or notice.status_changed or notice.finished):
+            self._tell_listeners(notice)
 
     @staticmethod
     def _apply_counts(tx: _Tx, counts: Counter) -> None:
-        """Add the batch's count changes, in key order so that concurrent batches never deadlock on them."""
-        shard = random.randrange(COUNT_SHARDS)
-        tx.many("INSERT INTO instance_counts VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name, version, status, shard) "
-                "DO UPDATE SET count = instance_counts.count + excluded.count",
-                [(*key, shard, delta) for key, delta in sorted(counts.items()) if delta])
+        """Add the batch's count changes: one statement, rows in key order so that concurrent batches
+        never deadlock on them, into a random shard so that they rarely wait for each other."""
+        changed = [(*key, delta) for key, delta in sorted(counts.items()) if delta]
+        if changed:
+            names, versions, statuses, deltas = map(list, zip(*changed))
+            tx.run("INSERT INTO instance_counts SELECT name, version, status, %s, delta "
+                   "FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[]) AS c(name, version, status, delta) "
+                   "ON CONFLICT (name, version, status, shard) DO UPDATE SET count = instance_counts.count + "
+                   "excluded.count", random.randrange(COUNT_SHARDS), names, versions, statuses, deltas)
 
     def _publish(self, tx: _Tx) -> None:
-        """NOTIFY the other replicas (delivered when this transaction commits). `finished` stays local:
-        each replica's metrics observe the completions it applied, so that none is counted twice."""
+        """NOTIFY the other replicas (delivered when the transaction commits). `finished` stays local:
+        each replica's metrics observe the completions it applied, so none is counted twice."""
         notice = tx.notice
         if not (notice.work_ready or notice.status_changed):
             return
-        ids = sorted(notice.status_changed)
-        payloads, chunk, size = [], [], 0
-        for iid in ids:
-            if size + len(iid) + 4 > NOTIFY_PAYLOAD_BYTES and chunk:
-                payloads.append(chunk)
+        chunks, chunk, size = [], [], 0
+        for iid in sorted(notice.status_changed):
+            if size + len(iid.encode()) + 4 > NOTIFY_PAYLOAD_BYTES and chunk:
+                chunks.append(chunk)
                 chunk, size = [], 0
             chunk.append(iid)
             size += len(iid.encode()) + 4
-        payloads.append(chunk)
-        for chunk in payloads:
+        chunks.append(chunk)
+        for chunk in chunks:
             tx.run("SELECT pg_notify(%s, %s)", self._channel,
                    json.dumps({"work_ready": notice.work_ready, "status_changed": chunk}))
 
@@ -409,19 +434,20 @@ class PostgresStore(Store):
 
     @staticmethod
     def _refresh_ready(tx: _Tx, instance_id: str) -> None:
-        """Recompute when the instance can next be claimed (the caller holds its row lock)."""
-        status, token, blocked_until = tx.one(
-            "SELECT status, lease_token, blocked_until FROM instances WHERE instance_id = %s", instance_id)
-        if status in UNCLAIMABLE:
-            ready_at = None
-        elif token is not None and blocked_until > tx.now:
-            ready_at = blocked_until
-        else:
-            (ready_at,) = tx.one("SELECT MIN(visible_at) FROM inbox WHERE instance_id = %s", instance_id)
-            if ready_at is not None and blocked_until is not None:
-                ready_at = max(ready_at, blocked_until)
-            tx.notice.work_ready |= ready_at is not None
-        tx.run("UPDATE instances SET ready_at = %s WHERE instance_id = %s", ready_at, instance_id)
+        """Recompute when the instance can next be claimed (the caller holds its row lock): never while
+        suspended or finished; at the end of a live lease; else at its first event (no earlier than an
+        abandon back-off). One statement, as the SQLite twin's three steps."""
+        (waits_for_event,) = tx.one(
+            "UPDATE instances SET ready_at = CASE "
+            f"  WHEN status IN ({UNCLAIMABLE_SQL}) THEN NULL "
+            "   WHEN lease_token IS NOT NULL AND blocked_until > %s THEN blocked_until "
+            "   WHEN next_event.at IS NULL THEN NULL "
+            "   ELSE GREATEST(next_event.at, COALESCE(blocked_until, next_event.at)) END "
+            "FROM (SELECT MIN(visible_at) AS at FROM inbox WHERE instance_id = %s) AS next_event "
+            "WHERE instance_id = %s "
+            f"RETURNING status NOT IN ({UNCLAIMABLE_SQL}) AND (lease_token IS NULL OR blocked_until <= %s) "
+            "AND ready_at IS NOT NULL", tx.now, instance_id, instance_id, tx.now)
+        tx.notice.work_ready |= waits_for_event
 
     @staticmethod
     def _enqueue(tx: _Tx, instance_id: str, ev: pb.HistoryEvent, execution_id: str | None,
@@ -432,12 +458,13 @@ class PostgresStore(Store):
         visible_at = tx.now if visible_at is None else visible_at
         tx.run("INSERT INTO inbox (instance_id, execution_id, visible_at, event) VALUES (%s, %s, %s, %s)",
                instance_id, execution_id, visible_at, ev.SerializeToString())
-        sooner = tx.run(
+        sooner = tx.one(
             "UPDATE instances SET ready_at = LEAST(COALESCE(ready_at, GREATEST(%s, COALESCE(blocked_until, 0))), "
             "GREATEST(%s, COALESCE(blocked_until, 0))) "
             f"WHERE instance_id = %s AND status NOT IN ({UNCLAIMABLE_SQL}) "
-            "AND (lease_token IS NULL OR blocked_until <= %s)", visible_at, visible_at, instance_id, tx.now)
-        tx.notice.work_ready |= sooner.rowcount > 0
+            "AND (lease_token IS NULL OR blocked_until <= %s) RETURNING TRUE", visible_at, visible_at, instance_id,
+            tx.now)
+        tx.notice.work_ready |= sooner is not None
 
     def _deliver(self, tx: _Tx, message: Deliver) -> bool:
         """Put an event in an unfinished instance's inbox; False if there is no such instance."""
@@ -489,10 +516,10 @@ class PostgresStore(Store):
 
     @staticmethod
     def _append_history(tx: _Tx, instance_id: str, events: list[pb.HistoryEvent]) -> None:
-        (episode,) = tx.one("UPDATE instances SET episodes = episodes + 1 WHERE instance_id = %s "
-                            "RETURNING episodes - 1", instance_id)
-        tx.run("INSERT INTO history (instance_id, episode, events) VALUES (%s, %s, %s)", instance_id, episode,
-               _history_bytes(events))
+        tx.run("INSERT INTO history (instance_id, episode, events) "
+               "SELECT instance_id, episodes, %s FROM instances WHERE instance_id = %s", _history_bytes(events),
+               instance_id)
+        tx.run("UPDATE instances SET episodes = episodes + 1 WHERE instance_id = %s", instance_id)
 
     @staticmethod
     def _finish(tx: _Tx, instance_id: str) -> None:
@@ -724,7 +751,8 @@ class PostgresStore(Store):
     # -- work items ---------------------------------------------------------------------------
     async def claim(self, max_orchestrations: int, max_activities: int, filters: WorkFilters,
                     lease_seconds: float) -> ClaimResult:
-        return await self._write(self._claim, max_orchestrations, max_activities, filters, lease_seconds)
+        return await self._write(self._claim, max_orchestrations, max_activities, filters, lease_seconds,
+                                 durable=False)
 
     def _claim(self, tx: _Tx, max_orchestrations: int, max_activities: int, filters: WorkFilters,
                lease_seconds: float) -> ClaimResult:
@@ -898,7 +926,7 @@ class PostgresStore(Store):
         return row
 
     async def renew(self, tokens: list[str], lease_seconds: float) -> None:
-        return await self._write(self._renew, tokens, lease_seconds)
+        return await self._write(self._renew, tokens, lease_seconds, durable=False)
 
     @staticmethod
     def _renew(tx: _Tx, tokens: list[str], lease_seconds: float) -> None:
@@ -962,5 +990,10 @@ def open_postgres(url: str) -> PostgresStore:
     try:
         return PostgresStore(conninfo, synchronous_commit=synchronous == "on")
     except psycopg.Error as error:
-        reason = str(error).strip().splitlines()[-1].rstrip(".") if str(error).strip() else type(error).__name__
-        raise StoreUrlError(f"Cannot open the PostgreSQL store at '{_safe_url(url)}': {reason}.") from None
+        raise StoreUrlError(f"Cannot open the PostgreSQL store at '{_safe_url(url)}': {_reason(error)}.") from None
+
+
+def _reason(error: psycopg.Error) -> str:
+    """The gist of a libpq error: 'Connection refused', 'database "x" does not exist', ..."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return first_line.rpartition("failed: ")[2].removeprefix("FATAL:").strip().rstrip(".")

@@ -1,0 +1,18 @@
+"""A `durabletask-worker` app for the multi-replica test: an activity, a durable timer, another
+activity; the output (4 * input) shows that neither activity result was lost."""
+
+from datetime import timedelta
+
+
+def double(ctx, n: int) -> int:
+    return 2 * n
+
+
+def double_twice(ctx, n: int):
+    once = yield ctx.call_activity(double, input=n)
+    yield ctx.create_timer(ctx.current_utc_datetime + timedelta(seconds=0.3))
+    return (yield ctx.call_activity(double, input=once))
+
+
+orchestrators = [double_twice]
+activities = [double]
