@@ -1,0 +1,104 @@
+"""What the PostgreSQL store adds to the conformance suite: several replicas on one database (wake-ups
+across replicas, no work item claimed twice, the same counts everywhere), schema migrations, and
+its URL. Runs against the session's throwaway cluster."""
+
+import asyncio
+import queue
+import time
+
+import pytest
+
+from durabletask.internal import orchestrator_service_pb2 as pb
+from durabletask.server.stores import StoreUrlError, open_store
+from durabletask.server.stores.base import ACCEPT_ALL, NewInstance
+from durabletask.server.stores.postgres import MIGRATIONS, PostgresStore
+from tests.support.hub import complete, episode, run_async
+
+
+@pytest.fixture
+def database(postgres_cluster):
+    return postgres_cluster.new_database()
+
+
+@pytest.fixture
+def replicas(database):
+    """Two stores on one database, as two server replicas would have."""
+    stores = [PostgresStore(database), PostgresStore(database)]
+    yield stores
+    for store in stores:
+        store.close()
+
+
+@run_async
+async def test_a_commit_on_one_replica_wakes_the_other_at_once(replicas):
+    a, b = replicas
+    heard: queue.Queue = queue.Queue()
+    b.add_commit_listener(heard.put)
+    await asyncio.sleep(0.3)  # b's LISTEN is up (it announces itself with a first notice)
+    while not heard.empty():
+        heard.get()
+    committed = time.monotonic()
+    await a.create_instance(NewInstance("wake", "workflow"))
+    notice = await asyncio.to_thread(heard.get, timeout=2)
+    latency = time.monotonic() - committed
+    assert notice.work_ready and notice.status_changed == {"wake"}
+    assert latency < 0.5, f"replica b heard of the commit after {latency:.2f}s: a poll, not a notification"
+
+
+@run_async
+async def test_replicas_never_claim_the_same_work_item_and_report_the_same_counts(replicas):
+    a, b = replicas
+    await asyncio.gather(*(a.create_instance(NewInstance(f"i{n:03d}", "workflow")) for n in range(200)))
+
+    async def drain(store):
+        mine = []
+        while claimed := (await store.claim(7, 0, ACCEPT_ALL, 30)).orchestrations:
+            mine += claimed
+            for item in claimed:
+                await store.complete_orchestration(item.token, episode(item.request.instanceId, item.token,
+                                                                       complete('"ok"')))
+        return [item.request.instanceId for item in mine]
+
+    by_a, by_b = await asyncio.gather(drain(a), drain(b))
+    assert sorted(by_a + by_b) == [f"i{n:03d}" for n in range(200)]  # each exactly once
+    assert by_a and by_b  # both took part
+    completed = [("workflow", "", pb.ORCHESTRATION_STATUS_COMPLETED, 200)]
+    assert [c for c in a.instance_counts() if c[3]] == [c for c in b.instance_counts() if c[3]] == completed
+
+
+@run_async
+async def test_a_newer_server_upgrades_the_schema_and_an_older_one_refuses_it(database):
+    store = PostgresStore(database)
+    await store.create_instance(NewInstance("kept", "workflow"))
+    store.close()
+
+    newer = MIGRATIONS + ("CREATE TABLE future_feature (id INTEGER)",)
+    store = PostgresStore(database, migrations=newer)
+    assert (await store.get_instance("kept")) is not None
+    with store._pool.connection() as conn:
+        assert conn.execute("SELECT version FROM durabletask_schema").fetchone() == (len(newer),)
+        conn.execute("SELECT * FROM future_feature")
+    store.close()
+
+    with pytest.raises(StoreUrlError, match=f"schema version {len(newer)}, newer than this server knows"):
+        PostgresStore(database)
+
+
+def test_store_urls_name_their_problem_in_one_sentence(database):
+    with pytest.raises(StoreUrlError, match=r"^Cannot open the PostgreSQL store at 'postgresql://me:\*\*\*@127.0.0.1:1/"
+                                            r"hub': Connection refused\.$"):
+        open_store("postgresql://me:secret@127.0.0.1:1/hub")
+    with pytest.raises(StoreUrlError, match=r"^Invalid PostgreSQL store URL .*: synchronous_commit must be on or off\.$"):
+        open_store(database + "?synchronous_commit=later")
+    with pytest.raises(StoreUrlError, match='does not exist'):
+        open_store(database + "_missing")
+
+
+def test_synchronous_commit_off_is_an_explicit_opt_in(database):
+    for url, expected in ((database, "on"), (database + "?synchronous_commit=off", "off")):
+        store = open_store(url)
+        try:
+            with store._pool.connection() as conn:
+                assert conn.execute("SHOW synchronous_commit").fetchone() == (expected,)
+        finally:
+            store.close()
