@@ -32,6 +32,7 @@ import queue
 import random
 import secrets
 import threading
+import time
 import urllib.parse
 import uuid
 from collections import Counter
@@ -137,6 +138,7 @@ READ_THREADS = 8
 COUNT_SHARDS = 8
 RETRIES = 10  # attempts for a request that keeps losing deadlocks or insert races
 FALLBACK_POLL_SECONDS = 5.0  # safety net: wake the dispatcher even if no NOTIFY arrived
+CLOSE_CHECK_SECONDS = 0.25  # how soon the listener notices that the store is closing
 NOTIFY_PAYLOAD_BYTES = 7000  # PostgreSQL's limit is 8000
 CONNECT_TIMEOUT_SECONDS = 10
 # Lost a lock-order race with another transaction, or two replicas inserted the same instance id.
@@ -389,26 +391,20 @@ class PostgresStore(Store):
                                      connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                     self._tell_listeners(CommitNotice(work_ready=True))  # whatever happened while deaf
+                    next_poll = time.monotonic() + FALLBACK_POLL_SECONDS
                     while not self._closed.is_set():
-                        for notify in conn.notifies(timeout=FALLBACK_POLL_SECONDS / 20):
+                        for notify in conn.notifies(timeout=CLOSE_CHECK_SECONDS):
                             if notify.pid not in self._own_backends:
                                 message = json.loads(notify.payload)
                                 self._tell_listeners(CommitNotice(message["work_ready"],
                                                                   set(message["status_changed"])))
-                        self._poll_countdown()
+                        if time.monotonic() >= next_poll:  # the safety net, should a notification be lost
+                            self._tell_listeners(CommitNotice(work_ready=True))
+                            next_poll = time.monotonic() + FALLBACK_POLL_SECONDS
             except psycopg.Error as error:
                 if not self._closed.is_set():
                     log.warning("lost the PostgreSQL LISTEN connection (%s); reconnecting", error)
                     self._closed.wait(1.0)
-
-    _polls_left = 20
-
-    def _poll_countdown(self) -> None:
-        """Every FALLBACK_POLL_SECONDS, wake the dispatcher in case a notification was missed."""
-        self._polls_left -= 1
-        if self._polls_left <= 0:
-            self._polls_left = 20
-            self._tell_listeners(CommitNotice(work_ready=True))
 
     def close(self) -> None:
         if self._closed.is_set():
