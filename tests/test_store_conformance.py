@@ -286,6 +286,15 @@ async def test_a_max_version_filter_takes_that_version_and_older_in_version_orde
 
 
 @run_async
+async def test_listed_versions_match_their_equals_as_workers_compare_them(store):
+    for version in ("1", "1.0.0", "1.0.1", "V2-beta"):
+        await start(store, f"v{version}", name="order", version=version)
+    listed = WorkFilters(orchestrations=(NameFilter("order", ("1.0", "v2-BETA")),))
+    assert sorted(i.request.instanceId for i in (await store.claim(10, 0, listed, LEASE)).orchestrations) \
+        == ["v1", "v1.0.0", "vV2-beta"]
+
+
+@run_async
 async def test_activity_max_version_follows_the_orchestrations_version(store):
     for iid, version in (("old", "1.0"), ("new", "3.0")):
         await start(store, iid, version=version)

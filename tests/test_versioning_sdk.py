@@ -125,3 +125,27 @@ def test_continue_as_new_keeps_the_version(hub_address):
                                                      instance_id=new_id("can"), version="4.1")
         state = hub.wait_for_orchestration_completion(instance_id, timeout=30)
     assert state.get_output() == "4.1"
+
+
+def stamp_of(label):
+    def stamp(ctx, _):
+        return label
+    return stamp
+
+
+def calls_stamp(ctx, _):
+    return (yield ctx.call_activity("stamp"))
+
+
+def test_strict_workers_run_the_activities_of_their_own_version(hub_address):
+    """Default filters route activities by version too, on our hub and on Microsoft's."""
+    def strict(version):
+        return VersioningOptions(version=version, match_strategy=VersionMatchStrategy.STRICT,
+                                 failure_strategy=VersionFailureStrategy.REJECT)
+    with running_worker(hub_address, [calls_stamp], [stamp_of("1.0")], versioning=strict("1.0")), \
+            running_worker(hub_address, [calls_stamp], [stamp_of("2.0")], versioning=strict("2.0")), \
+            client.TaskHubGrpcClient(host_address=hub_address) as hub:
+        ids = {v: hub.schedule_new_orchestration(calls_stamp, instance_id=new_id(f"stamp-{v}"), version=v)
+               for v in ("1.0", "2.0")}
+        stamps = {v: hub.wait_for_orchestration_completion(iid, timeout=30).get_output() for v, iid in ids.items()}
+    assert stamps == {"1.0": "1.0", "2.0": "2.0"}

@@ -231,8 +231,11 @@ class _OrchestrationRun(task.OrchestrationContext):
                       tags: dict[str, str] | None = None,
                       return_type: type | None = None) -> task.Task[Any]:
         name = self._step_name("call_activity", "an activity function", activity)
+        # The activity carries its orchestration's version, so that hubs routing activities by version
+        # (work item filters) send it to the workers of that version whether or not they would
+        # assume the orchestration's version themselves (Microsoft's backend does not).
         action = pb.OrchestratorAction(scheduleTask=pb.ScheduleTaskAction(
-            name=name, input=payloads.to_string_value(input), tags=tags))
+            name=name, version=payloads.wrap(self._version), input=payloads.to_string_value(input), tags=tags))
         if return_type is None and callable(activity):
             return_type = payloads.annotated_output_type(activity)
         return self._schedule(action, self._new_task(retry_policy, return_type))

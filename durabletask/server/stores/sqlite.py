@@ -120,8 +120,8 @@ class StoreUrlError(ValueError):
 
 
 @functools.lru_cache(maxsize=4096)
-def _version_at_most(version: str, bound: str) -> bool:
-    return compare_versions(version, bound) <= 0
+def _compare_versions(left: str, right: str) -> int:
+    return compare_versions(left, right)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -129,8 +129,8 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA cache_size=-65536")
-    # Version order is not SQL's string order ("10.0" > "9.0"), so claims ask Python.
-    conn.create_function("version_at_most", 2, _version_at_most, deterministic=True)
+    # Version order is not SQL's string order ("10.0" > "9.0", "1.0" = "1.0.0"), so claims ask Python.
+    conn.create_function("compare_versions", 2, _compare_versions, deterministic=True)
     return conn
 
 
@@ -139,17 +139,19 @@ def _placeholders(values) -> str:
 
 
 def _filter_sql(filters: tuple[NameFilter, ...]) -> tuple[str, list]:
-    """A WHERE fragment matching any of the name (and version) filters."""
+    """A WHERE fragment matching any of the name (and version) filters. Versions match as the
+    workers compare them: a listed version also matches its equals ("1.0" takes "1.0.0")."""
     clauses, params = [], []
     for f in filters:
+        params.append(f.name)
         versions = []
         if f.versions:
+            # The exact match first: it spares the Python call for most rows.
             versions.append(f"version IN ({_placeholders(f.versions)})")
-            params += [f.name, *f.versions]
-        else:
-            params.append(f.name)
+            versions += ["compare_versions(version, ?) = 0"] * len(f.versions)
+            params += [*f.versions, *f.versions]
         if f.max_version is not None:
-            versions.append("version_at_most(version, ?)")
+            versions.append("compare_versions(version, ?) <= 0")
             params.append(f.max_version)
         clauses.append(f"(name = ? AND ({' OR '.join(versions)}))" if versions else "name = ?")
     return " AND (" + " OR ".join(clauses) + ")", params
