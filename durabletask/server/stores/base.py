@@ -23,6 +23,12 @@ TERMINAL_STATUSES = frozenset({
 })
 
 
+# While some of an orchestration's activities have not reported, its pending events wait this long
+# before it is ready, so that one episode takes in a burst of fan-out results: replaying the history
+# once per result would make a fan-out quadratic. A lone result (a chain) is delivered at once.
+RESULT_BATCH_SECONDS = 0.1
+
+
 def status_name(status: int) -> str:
     """RUNNING, PENDING, ... (the enum name without its ORCHESTRATION_STATUS_ prefix)."""
     return pb.OrchestrationStatus.Name(status).removeprefix("ORCHESTRATION_STATUS_")

@@ -33,7 +33,7 @@ from durabletask.internal.versions import compare_versions
 from durabletask.server import episodes
 from durabletask.server.episodes import Deliver, StartChild, TerminateOther, event
 from durabletask.server.stores.base import (
-    TERMINAL_STATUSES, ClaimResult, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery,
+    RESULT_BATCH_SECONDS, TERMINAL_STATUSES, ClaimResult, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery,
     InstanceState, NameFilter, NewInstance, PurgeFilter, StaleToken, Store, WorkFilters, WorkItem,
     WrongState, status_name)
 
@@ -293,6 +293,8 @@ class SqliteStore(Store):
             ready_at = blocked_until
         else:
             (ready_at,) = tx.one("SELECT MIN(visible_at) FROM inbox WHERE instance_id = ?", instance_id)
+            if ready_at is not None and SqliteStore._results_due(tx, instance_id):
+                ready_at += RESULT_BATCH_SECONDS
             if ready_at is not None and blocked_until is not None:
                 ready_at = max(ready_at, blocked_until)
             tx.notice.work_ready |= ready_at is not None
@@ -745,7 +747,13 @@ class SqliteStore(Store):
         else:
             outcome = event(tx.now, taskCompleted=pb.TaskCompletedEvent(
                 taskScheduledId=task_id, result=response.result if response.HasField("result") else None))
-        self._deliver(tx, Deliver(iid, outcome, execution_id))
+        if self._deliver(tx, Deliver(iid, outcome, execution_id)) and self._results_due(tx, iid):
+            self._refresh_ready(tx, iid)  # hold the result back a little: more are coming
+
+    @staticmethod
+    def _results_due(tx: _Tx, instance_id: str) -> bool:
+        """Whether some activity of the instance has not reported yet (see RESULT_BATCH_SECONDS)."""
+        return tx.one("SELECT 1 FROM activities WHERE instance_id = ? LIMIT 1", instance_id) is not None
 
     @staticmethod
     def _leased_activity(tx: _Tx, token: str) -> tuple[int, str, str, int]:
