@@ -70,7 +70,10 @@ POSTGRES_PARAMS = [""]  # "?synchronous_commit=off" with --postgres-synchronous-
 
 def postgres_cluster() -> PostgresCluster:
     if not _postgres:
-        _postgres.append(PostgresCluster(fsync=True).start())
+        try:
+            _postgres.append(PostgresCluster(fsync=True).start())
+        except RuntimeError as error:
+            raise BenchFailed(f"ours-postgres side: {error}") from None
     return _postgres[0]
 
 
