@@ -50,7 +50,7 @@ from durabletask.internal.versions import compare_versions
 from durabletask.server import episodes
 from durabletask.server.episodes import Deliver, StartChild, TerminateOther, event
 from durabletask.server.stores.base import (
-    TERMINAL_STATUSES, ClaimResult, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery,
+    RESULT_BATCH_SECONDS, TERMINAL_STATUSES, ClaimResult, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery,
     InstanceState, NameFilter, NewInstance, PurgeFilter, StaleToken, Store, WorkFilters, WorkItem,
     WrongState, status_name)
 # SQL-independent pieces shared with the twin (row -> InstanceState, history encoding, constants).
@@ -145,23 +145,25 @@ CONNECT_TIMEOUT_SECONDS = 10
 RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, psycopg.errors.UniqueViolation)
 
 
-@functools.lru_cache(maxsize=4096)
-def _version_at_most(version: str, bound: str) -> bool:
-    return compare_versions(version, bound) <= 0
+_compare_versions = functools.lru_cache(maxsize=4096)(compare_versions)
+
+
+def _accepts(f: NameFilter, version: str) -> bool:
+    """Whether a worker with this filter runs `version`, compared as workers compare versions."""
+    return any(_compare_versions(version, listed) == 0 for listed in f.versions) or \
+        (f.max_version is not None and _compare_versions(version, f.max_version) <= 0)
 
 
 def _filter_sql(tx: "_Tx", table: str, filters: tuple[NameFilter, ...]) -> tuple[str, list]:
     """A WHERE fragment matching any of the name (and version) filters. Version order is not SQL's
-    string order ("10.0" > "9.0"), so a `max_version` becomes the list of the versions ready in
-    `table` now that are at most that version (few: one per version being rolled out)."""
+    string order ("10.0" > "9.0", "1.0" = "1.0.0"), so a filter with versions becomes the list of the
+    versions ready in `table` now that it accepts (few: one per version being rolled out)."""
     clauses, params = [], []
     for f in filters:
-        versions = list(f.versions)
-        if f.max_version is not None:
-            versions += [version for (version,) in tx.run(
-                f"SELECT DISTINCT version FROM {table} WHERE name = %s AND ready_at <= %s", f.name, tx.now)
-                if _version_at_most(version, f.max_version)]
         if f.versions or f.max_version is not None:
+            versions = list(f.versions) + [version for (version,) in tx.run(
+                f"SELECT DISTINCT version FROM {table} WHERE name = %s AND ready_at <= %s", f.name, tx.now)
+                if _accepts(f, version)]
             clauses.append("(name = %s AND version = ANY(%s))")
             params += [f.name, versions]
         else:
@@ -431,18 +433,21 @@ class PostgresStore(Store):
     @staticmethod
     def _refresh_ready(tx: _Tx, instance_id: str) -> None:
         """Recompute when the instance can next be claimed (the caller holds its row lock): never while
-        suspended or finished; at the end of a live lease; else at its first event (no earlier than an
-        abandon back-off). One statement, as the SQLite twin's three steps."""
+        suspended or finished; at the end of a live lease; else at its first event, RESULT_BATCH_SECONDS
+        later while some of its activities are still due (no earlier than an abandon back-off). One
+        statement, as the SQLite twin's steps."""
         (waits_for_event,) = tx.one(
             "UPDATE instances SET ready_at = CASE "
             f"  WHEN status IN ({UNCLAIMABLE_SQL}) THEN NULL "
             "   WHEN lease_token IS NOT NULL AND blocked_until > %s THEN blocked_until "
             "   WHEN next_event.at IS NULL THEN NULL "
-            "   ELSE GREATEST(next_event.at, COALESCE(blocked_until, next_event.at)) END "
-            "FROM (SELECT MIN(visible_at) AS at FROM inbox WHERE instance_id = %s) AS next_event "
+            "   ELSE GREATEST(next_event.at + next_event.hold, COALESCE(blocked_until, 0)) END "
+            "FROM (SELECT MIN(visible_at) AS at, "
+            "      CASE WHEN EXISTS (SELECT 1 FROM activities WHERE instance_id = %s) THEN %s ELSE 0 END AS hold "
+            "      FROM inbox WHERE instance_id = %s) AS next_event "
             "WHERE instance_id = %s "
             f"RETURNING status NOT IN ({UNCLAIMABLE_SQL}) AND (lease_token IS NULL OR blocked_until <= %s) "
-            "AND ready_at IS NOT NULL", tx.now, instance_id, instance_id, tx.now)
+            "AND ready_at IS NOT NULL", tx.now, instance_id, RESULT_BATCH_SECONDS, instance_id, instance_id, tx.now)
         tx.notice.work_ready |= waits_for_event
 
     @staticmethod
@@ -907,7 +912,8 @@ class PostgresStore(Store):
         else:
             outcome = event(tx.now, taskCompleted=pb.TaskCompletedEvent(
                 taskScheduledId=task_id, result=response.result if response.HasField("result") else None))
-        self._deliver(tx, Deliver(iid, outcome, execution_id))
+        if self._deliver(tx, Deliver(iid, outcome, execution_id)):
+            self._refresh_ready(tx, iid)  # held back a little while more results are due
 
     @staticmethod
     def _leased_activity(tx: _Tx, token: str) -> tuple[int, str, str, int]:
