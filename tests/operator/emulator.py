@@ -8,6 +8,7 @@ kmock 0.8 stores and streams objects but leaves out what controllers rely on; th
 - label selectors (equality and existence) on lists and watches;
 - resources learned from posted CustomResourceDefinitions, with their printer columns served as
   a Table to `kubectl get`;
+- core (`v1`) discovery that kubectl can map kinds with;
 - a stand-in for the Deployment controller: a Deployment's pods are "ready" as soon as it is
   written (`readyReplicas` = `replicas`), as when images start instantly.
 """
@@ -154,6 +155,12 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 shortnames=spec["names"].get("shortNames", []), subresources=version.get("subresources", {}).keys(),
                 verbs={"create", "delete", "get", "list", "patch", "update", "watch"})
             self._printer_columns[resource] = version.get("additionalPrinterColumns", [])
+
+    async def _serve_version(self, request: kmock.Request):
+        answer = await super()._serve_version(request)
+        # kmock 0.8 says "/v1" for the core group; kubectl then maps no core kind (ConfigMap, Service...).
+        answer["groupVersion"] = answer["groupVersion"].lstrip("/")
+        return answer
 
     async def _serve_list(self, request: kmock.Request):
         answer = await super()._serve_list(request)
