@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import random
 import time
@@ -38,11 +39,7 @@ REJECTED_INSTANCE_MEMORY_SECONDS = 10.0
 def advertised_version(filters: WorkFilters) -> str:
     """The newest orchestration version a stream's filters ask for ('' when they name none)."""
     versions = [v for f in filters.orchestrations or () for v in (*f.versions, f.max_version) if v]
-    newest = ""
-    for version in versions:
-        if compare_versions(version, newest) > 0:
-            newest = version
-    return newest
+    return max(versions, key=functools.cmp_to_key(compare_versions), default="")
 
 
 class WorkerStream:
