@@ -14,7 +14,7 @@ import yaml
 
 from tests.chart.chart import MONITORING_ON, container, crds, example_pools, manifest_stream, only, render
 from tests.operator.conftest import wait_until
-from tests.support.processes import REPO, stop_process
+from tests.support.processes import REPO, free_port, stop_process
 
 OPERATOR = "durabletask-operator"
 
@@ -81,7 +81,8 @@ def test_the_operator_works_within_its_rendered_rbac(crds_applied, namespace, hu
     pools = example_pools()
     for pool in pools:  # no instances on the hub: once v2 comes, v1 drains at once, scales down, is deleted
         pool["spec"]["drain"] = {"gracePeriodSeconds": 1, "scaleDownDelaySeconds": 0, "deleteDelaySeconds": 0}
-    objects = render({"workerPools": pools, "operator": {"intervalSeconds": 0.3, **scope}}, namespace=namespace)
+    objects = render({"workerPools": pools, "operator": {"intervalSeconds": 0.3, "healthPort": free_port(), **scope}},
+                     namespace=namespace)
     v2 = only(objects, "WorkerPool", "orders-v2")
     crds_applied.apply(namespace, manifest_stream([o for o in objects if o is not v2]))  # v1 alone first
     operator = container(objects, OPERATOR)
