@@ -81,8 +81,8 @@ def test_the_operator_works_within_its_rendered_rbac(crds_applied, namespace, hu
     pools = example_pools()
     for pool in pools:  # no instances on the hub: once v2 comes, v1 drains at once, scales down, is deleted
         pool["spec"]["drain"] = {"gracePeriodSeconds": 1, "scaleDownDelaySeconds": 0, "deleteDelaySeconds": 0}
-    objects = render({"workerPools": pools, "operator": {"intervalSeconds": 0.3, "healthPort": free_port(), **scope}},
-                     namespace=namespace)
+    operator_values = {"intervalSeconds": 0.3, "healthPort": free_port(), **scope}
+    objects = render({"workerPools": pools, "operator": operator_values}, namespace=namespace)
     v2 = only(objects, "WorkerPool", "orders-v2")
     crds_applied.apply(namespace, manifest_stream([o for o in objects if o is not v2]))  # v1 alone first
     operator = container(objects, OPERATOR)
