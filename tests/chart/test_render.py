@@ -222,10 +222,13 @@ def test_notes_tell_where_the_server_is_and_what_to_do_next():
     assert f"rollout status deployment/{SERVER}" in notes and "kubectl get workerpools" in notes
 
 
+DOCUMENTED_AS_A_WHOLE = {"resources", "labels", "podSecurityContext", "securityContext"}
+
+
 def _leaf_keys(values: dict, prefix: str = "") -> set[str]:
     keys = set()
     for key, value in values.items():
-        if isinstance(value, dict) and value and key not in ("resources", "labels", "podSecurityContext", "securityContext"):
+        if isinstance(value, dict) and value and key not in DOCUMENTED_AS_A_WHOLE:
             keys |= _leaf_keys(value, f"{prefix}{key}.")
         else:
             keys.add(f"{prefix}{key}")
