@@ -222,9 +222,12 @@ class PostgresStore(Store):
                                     kwargs={"autocommit": True}, configure=self._configure, name="durabletask")
         self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
         self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="postgres-reader")
-        self._requests: queue.SimpleQueue = queue.SimpleQueue()
-        self._writers = [threading.Thread(target=self._write_loop, name=f"postgres-writer-{i}", daemon=True)
-                         for i in range(WRITERS)]
+        # One queue per writer. Requests for one instance always go to the same writer, so that they
+        # share its batches (one lock, one commit: a fan-out's results) instead of queueing for that
+        # instance's row lock behind the other writers' transactions.
+        self._queues: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(WRITERS)]
+        self._writers = [threading.Thread(target=self._write_loop, args=(q,), name=f"postgres-writer-{i}",
+                                          daemon=True) for i, q in enumerate(self._queues)]
         self._listener = threading.Thread(target=self._listen_loop, name="postgres-listener", daemon=True)
         for thread in (*self._writers, self._listener):
             thread.start()
@@ -264,8 +267,13 @@ class PostgresStore(Store):
     def _write(self, fn: Callable, *args, lock_key: str = "", durable: bool = True) -> asyncio.Future:
         """Queue `fn(tx, *args)` for a writer; the result resolves on the caller's event loop."""
         request = _Request(fn, args, lock_key, durable)
-        self._requests.put(request)
+        self._queue_for(request).put(request)
         return asyncio.wrap_future(request.done)
+
+    def _queue_for(self, request: _Request) -> queue.SimpleQueue:
+        """The writer of the request's instance; any writer for a request that locks none (a claim)."""
+        index = hash(request.lock_key) if request.lock_key else random.randrange(WRITERS)
+        return self._queues[index % WRITERS]
 
     def _read(self, fn: Callable, *args) -> asyncio.Future:
         return asyncio.get_running_loop().run_in_executor(self._read_pool, self._with_connection, fn, *args)
@@ -274,17 +282,15 @@ class PostgresStore(Store):
         with self._pool.connection() as conn:
             return fn(conn, *args)
 
-    def _write_loop(self) -> None:
+    def _write_loop(self, requests: queue.SimpleQueue) -> None:
         while True:
-            batch = [self._requests.get()]
+            batch = [requests.get()]
             while len(batch) < MAX_BATCH:
                 try:
-                    batch.append(self._requests.get_nowait())
+                    batch.append(requests.get_nowait())
                 except queue.Empty:
                     break
             stop = None in batch
-            if stop:
-                self._requests.put(None)  # for the other writers
             batch = sorted((request for request in batch if request is not None), key=lambda r: r.lock_key)
             if batch:
                 self._run_batch(batch)
@@ -351,7 +357,7 @@ class PostgresStore(Store):
             else:
                 batch[i].done.set_exception(error)
         for request in retry:
-            self._requests.put(request)
+            self._queue_for(request).put(request)
         if notice is not None and (notice.work_ready or notice.status_changed or notice.finished):
             self._tell_listeners(notice)
 
@@ -411,7 +417,8 @@ class PostgresStore(Store):
     def close(self) -> None:
         if self._closed.is_set():
             return
-        self._requests.put(None)
+        for requests in self._queues:
+            requests.put(None)
         for writer in self._writers:
             writer.join()
         self._closed.set()
