@@ -30,6 +30,9 @@ def postgres_bin() -> Path:
 
 
 class PostgresCluster:
+    """fsync is off unless asked for: tests kill servers, never the machine, and a cluster that
+    syncs nothing starts and commits faster. The benchmark asks for it, to measure a real setup."""
+
     def __init__(self, fsync: bool = False):
         self.bin = postgres_bin()
         self.port = free_port()
