@@ -133,7 +133,13 @@ def test_metrics_count_work_items_by_kind_name_version_and_outcome(shared_server
         instance_id = hub.schedule_new_orchestration("process_order", input=order, instance_id=new_id("order"))
         hub.raise_orchestration_event(instance_id, "shipped", data="T-1")
         assert hub.wait_for_orchestration_completion(instance_id, timeout=10).get_output()["status"] == "shipped"
-    _, text = runner.get("/metrics")
+    # The hub reports completion as soon as it has applied the last episode; the worker counts that
+    # episode a moment later, once its CompleteOrchestratorTask call has returned.
+    deadline = time.monotonic() + 5
+    while metric(text := runner.get("/metrics")[1], "durabletask_worker_work_items_in_flight",
+                 kind="orchestration") > 0:
+        assert time.monotonic() < deadline, "the last orchestration episode never finished on the worker"
+        time.sleep(0.05)
     for activity in ("reserve_stock", "check_fraud", "charge_card"):
         assert metric(text, "durabletask_worker_work_items_total", kind="activity", name=activity,
                       version="2.0", outcome="completed") == 1
