@@ -63,3 +63,24 @@ def test_a_taken_port_is_a_clear_error(server_factory):
                           capture_output=True, text=True, timeout=30, cwd=REPO)
     assert done.returncode == 1
     assert f"Cannot listen on 127.0.0.1 (gRPC port {server.port}" in done.stderr
+
+
+def test_the_store_password_never_reaches_the_output(postgres_cluster):
+    password = "s3cret-Passw0rd"
+    working_url = postgres_cluster.new_database().replace("postgres@", f"postgres:{password}@")  # trust auth
+    for url in [f"mysql://hub:{password}@somewhere/hub", f"postgresql://hub:{password}@127.0.0.1:1/hub"]:
+        done = subprocess.run(server_command("--port", str(free_port()), "--store", url), capture_output=True,
+                              text=True, timeout=30, cwd=REPO)
+        assert done.returncode == 2 and ":***@" in done.stderr, done.stderr
+        assert password not in done.stdout + done.stderr
+    port = free_port()
+    process = subprocess.Popen(server_command("--port", str(port), "--store", working_url), cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_hub(f"127.0.0.1:{port}", process)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=15)
+    finally:
+        process.kill()
+    assert "state in postgresql://postgres:***@" in output, output
+    assert password not in output

@@ -10,7 +10,7 @@ import signal
 import sys
 
 from durabletask.server.app import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_PAYLOAD_BYTES, TaskHubServer, log
-from durabletask.server.stores import StoreUrlError, open_store
+from durabletask.server.stores import StoreUrlError, open_store, safe_url
 
 DEFAULT_STORE_FILE = "durabletask-hub.db"
 
@@ -41,7 +41,7 @@ async def serve(server: TaskHubServer, store_url: str) -> None:
         await server.stop(grace=0)
         raise StartupError(f"Cannot listen on {server.host} (gRPC port {server.port}, metrics port "
                            f"{server.metrics_port}): {str(error).rstrip('.')}.") from None
-    log.info("task hub listening on %s:%d, state in %s", server.host, server.port, store_url)
+    log.info("task hub listening on %s:%d, state in %s", server.host, server.port, safe_url(store_url))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,7 +1,18 @@
 """Task hub stores: pick one by URL."""
 
+import urllib.parse
+
 from durabletask.server.stores.base import Store
 from durabletask.server.stores.sqlite import StoreUrlError, open_sqlite
+
+
+def safe_url(url: str) -> str:
+    """The store URL without its password, for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def open_store(url: str) -> Store:
@@ -16,8 +27,8 @@ def open_store(url: str) -> Store:
             raise StoreUrlError("The PostgreSQL store needs psycopg: pip install 'durabletask-pools[postgres]'.") \
                 from None
         return open_postgres(url)
-    raise StoreUrlError(f"Unsupported store URL '{url}': expected sqlite:///PATH/TO/FILE.db or "
+    raise StoreUrlError(f"Unsupported store URL '{safe_url(url)}': expected sqlite:///PATH/TO/FILE.db or "
                         "postgresql://USER@HOST:PORT/DATABASE.")
 
 
-__all__ = ["Store", "StoreUrlError", "open_store"]
+__all__ = ["Store", "StoreUrlError", "open_store", "safe_url"]

@@ -49,6 +49,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal.versions import compare_versions
 from durabletask.server import episodes
 from durabletask.server.episodes import Deliver, StartChild, TerminateOther, event
+from durabletask.server.stores import safe_url
 from durabletask.server.stores.base import (
     RESULT_BATCH_SECONDS, TERMINAL_STATUSES, ClaimResult, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery,
     InstanceState, NameFilter, NewInstance, PurgeFilter, StaleToken, Store, WorkFilters, WorkItem,
@@ -969,15 +970,6 @@ class PostgresStore(Store):
 STORE_PARAMETERS = {"synchronous_commit"}  # query parameters the store reads itself, not libpq
 
 
-def _safe_url(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
 def open_postgres(url: str) -> PostgresStore:
     """`postgresql://user[:password]@host[:port]/database[?synchronous_commit=off&<libpq parameters>]`.
 
@@ -988,18 +980,18 @@ def open_postgres(url: str) -> PostgresStore:
     ours = {key: value for key, value in params if key in STORE_PARAMETERS}
     synchronous = ours.get("synchronous_commit", "on")
     if synchronous not in ("on", "off"):
-        raise StoreUrlError(f"Invalid PostgreSQL store URL '{_safe_url(url)}': synchronous_commit must be on or off.")
+        raise StoreUrlError(f"Invalid PostgreSQL store URL '{safe_url(url)}': synchronous_commit must be on or off.")
     conninfo = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(
         [(key, value) for key, value in params if key not in STORE_PARAMETERS])))
     try:
         psycopg.conninfo.conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError as error:
-        raise StoreUrlError(f"Invalid PostgreSQL store URL '{_safe_url(url)}': "
+        raise StoreUrlError(f"Invalid PostgreSQL store URL '{safe_url(url)}': "
                             f"{str(error).strip().splitlines()[-1].rstrip('.')}.") from None
     try:
         return PostgresStore(conninfo, synchronous_commit=synchronous == "on")
     except psycopg.Error as error:
-        raise StoreUrlError(f"Cannot open the PostgreSQL store at '{_safe_url(url)}': {_reason(error)}.") from None
+        raise StoreUrlError(f"Cannot open the PostgreSQL store at '{safe_url(url)}': {_reason(error)}.") from None
 
 
 def _reason(error: psycopg.Error) -> str:
