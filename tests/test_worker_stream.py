@@ -140,9 +140,8 @@ def orchestration_work_item(version):
         instanceId="inst-v", newEvents=[started]))
 
 
-@pytest.mark.parametrize("scripted_hub", [orchestration_work_item("2.0")], indirect=True)
-def test_reject_hands_a_mismatched_orchestration_back_with_its_token(scripted_hub):
-    hub, address = scripted_hub
+def run_strict_v1_worker_until_answered(hub, address):
+    """A STRICT/REJECT worker of version 1.0 running `greet`, until it has answered the hub's one work item."""
     w = worker.TaskHubGrpcWorker(host_address=address)
     w.add_orchestrator(greet)
     w.use_versioning(worker.VersioningOptions(version="1.0", match_strategy=worker.VersionMatchStrategy.STRICT,
@@ -150,19 +149,19 @@ def test_reject_hands_a_mismatched_orchestration_back_with_its_token(scripted_hu
     with w:
         w.start()
         assert hub.done.wait(10)
+
+
+@pytest.mark.parametrize("scripted_hub", [orchestration_work_item("2.0")], indirect=True)
+def test_reject_hands_a_mismatched_orchestration_back_with_its_token(scripted_hub):
+    hub, address = scripted_hub
+    run_strict_v1_worker_until_answered(hub, address)
     assert hub.completed == [pb.AbandonOrchestrationTaskRequest(completionToken="token-9")]
 
 
 @pytest.mark.parametrize("scripted_hub", [orchestration_work_item("1.0")], indirect=True)
 def test_matching_orchestration_is_completed_with_its_token(scripted_hub):
     hub, address = scripted_hub
-    w = worker.TaskHubGrpcWorker(host_address=address)
-    w.add_orchestrator(greet)
-    w.use_versioning(worker.VersioningOptions(version="1.0", match_strategy=worker.VersionMatchStrategy.STRICT,
-                                              failure_strategy=worker.VersionFailureStrategy.REJECT))
-    with w:
-        w.start()
-        assert hub.done.wait(10)
+    run_strict_v1_worker_until_answered(hub, address)
     [response] = hub.completed
     assert (response.completionToken, response.instanceId) == ("token-9", "inst-v")
     assert response.actions[0].completeOrchestration.result.value == '"hi"'
