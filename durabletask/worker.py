@@ -16,6 +16,7 @@ import queue
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_futures
@@ -44,6 +45,9 @@ HEALTHY_STREAM_SECONDS = 5.0
 # How long items already received may keep arriving after gRPC reports the call ended.
 STUCK_STREAM_GRACE_SECONDS = 1.0
 _CALL_ENDED = object()
+# How many unfinished orchestrations keep their replay checkpoint between episodes (least recently
+# run dropped first); a dropped one is replayed from its full history, which is always correct.
+REPLAY_CHECKPOINTS = 1000
 # The kinds of work item, as WorkItemInfo.kind names them.
 ORCHESTRATION = "orchestration"
 ACTIVITY = "activity"
@@ -207,6 +211,29 @@ class ActivityNotRegisteredError(ValueError):
 _FILTERS_FROM_REGISTRATIONS = object()
 
 
+class _Checkpoints:
+    """The replay checkpoints of recently run orchestrations, by instance id (bounded, LRU).
+
+    `take` removes the checkpoint, so two episodes of one instance never share a run."""
+
+    def __init__(self, capacity: int):
+        self._capacity = capacity
+        self._by_instance: OrderedDict[str, replay.Checkpoint] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, instance_id: str) -> replay.Checkpoint | None:
+        with self._lock:
+            return self._by_instance.pop(instance_id, None)
+
+    def keep(self, instance_id: str, checkpoint: replay.Checkpoint | None) -> None:
+        if checkpoint is None:
+            return
+        with self._lock:
+            self._by_instance[instance_id] = checkpoint
+            if len(self._by_instance) > self._capacity:
+                self._by_instance.popitem(last=False)
+
+
 class TaskHubGrpcWorker:
     def __init__(self, *,
                  host_address: str | None = None,
@@ -250,6 +277,7 @@ class TaskHubGrpcWorker:
         self._in_flight: dict[str, tuple[str, Future]] = {}
         self._in_flight_lock = threading.Lock()
         self._handed_back: set[str] = set()
+        self._checkpoints = _Checkpoints(REPLAY_CHECKPOINTS)
 
     @property
     def concurrency_options(self) -> ConcurrencyOptions:
@@ -547,6 +575,7 @@ class TaskHubGrpcWorker:
             instanceId=request.instanceId, actions=result.actions,
             customStatus=payloads.wrap(result.custom_status), completionToken=token,
         ), metadata=self._metadata)
+        self._checkpoints.keep(request.instanceId, result.checkpoint)
         failed = any(action.completeOrchestration.orchestrationStatus == pb.ORCHESTRATION_STATUS_FAILED
                      for action in result.actions if action.HasField("completeOrchestration"))
         return WorkItemOutcome.FAILED if failed else WorkItemOutcome.COMPLETED
@@ -572,7 +601,8 @@ class TaskHubGrpcWorker:
             return replay.failed_result(failure_details(OrchestratorNotRegisteredError(
                 f"A '{started.name}' orchestrator was not registered.")))
         return replay.replay(orchestrator, request.instanceId, request.pastEvents, request.newEvents,
-                             default_sub_orchestration_version=versioning.default_version if versioning else None)
+                             default_sub_orchestration_version=versioning.default_version if versioning else None,
+                             resume_from=self._checkpoints.take(request.instanceId))
 
     def _run_activity(self, request: pb.ActivityRequest, token: str) -> None:
         item = WorkItemInfo(ACTIVITY, request.name, request.version.value)

@@ -454,3 +454,70 @@ def test_replay_safe_logger_logs_each_message_once(caplog):
     with caplog.at_level(logging.INFO, logger="chatty"):
         run(chatty, start("chatty") + [task_scheduled(1, "a")], [task_completed(1, None)])
     assert [r.getMessage() for r in caplog.records if r.name == "chatty"] == ["step two"]
+
+
+# ---- resuming from the previous episode's checkpoint ------------------------------------------
+
+def recorded(past, new, result):
+    """The history a hub keeps after an episode: what was past, the new events, then the steps taken."""
+    steps = [task_scheduled(a.id, a.scheduleTask.name) for a in result.actions if a.HasField("scheduleTask")]
+    return past + new + steps
+
+
+def counting_chain(calls):
+    def chain(ctx, n):
+        value = 0
+        for _ in range(n):
+            calls.append(ctx.is_replaying)
+            value = yield ctx.call_activity("inc", input=value)
+        return value
+    return chain
+
+
+def drive(orchestrator, steps, resume):
+    """Run a chain episode by episode as a hub would; return every episode's result."""
+    past, new, checkpoint, results = [], start("chain", steps), None, []
+    for step in range(steps + 1):
+        result = run(orchestrator, past, new, resume_from=checkpoint if resume else None)
+        results.append(result)
+        past, new = recorded(past, new, result), [started(), task_completed(step + 1, step + 1)]
+        checkpoint = result.checkpoint
+    return results
+
+
+def test_resuming_from_checkpoints_gives_the_same_actions_as_replaying_and_runs_each_step_once():
+    replayed_calls, resumed_calls = [], []
+    replayed = drive(counting_chain(replayed_calls), 5, resume=False)
+    resumed = drive(counting_chain(resumed_calls), 5, resume=True)
+    assert [r.actions for r in resumed] == [r.actions for r in replayed]
+    assert output_of(resumed[-1]) == 5
+    assert len(replayed_calls) == 1 + 2 + 3 + 4 + 5 + 5  # every episode re-runs the steps before it
+    assert resumed_calls == [False] * 5  # each step's code runs once, in the episode that takes it
+    assert resumed[-1].checkpoint is None  # nothing to resume once the orchestration finished
+
+
+def test_history_that_does_not_continue_the_checkpoint_is_replayed_from_the_start():
+    calls = []
+    chain = counting_chain(calls)
+    first = run(chain, [], start("chain", 2))
+    # The first episode's completion never reached the hub: the next work item carries its events
+    # again, as new events, and the checkpoint (which assumed them committed) must not be used.
+    retry = run(chain, [], start("chain", 2) + [started()], resume_from=first.checkpoint)
+    assert [a.scheduleTask.name for a in retry.actions] == ["inc"]
+    assert retry.actions[0].id == 1
+    past = recorded([], start("chain", 2) + [started()], retry)
+    second = run(chain, past, [started(), task_completed(1, 1)], resume_from=first.checkpoint)
+    assert second.actions[0].id == 2 and json.loads(second.actions[0].scheduleTask.input.value) == 1
+
+
+def test_events_recorded_since_the_checkpoint_are_replayed_before_the_new_ones():
+    calls = []
+    chain = counting_chain(calls)
+    first = run(chain, [], start("chain", 3))
+    # Another worker ran the second episode; this worker's checkpoint is one episode behind.
+    past = recorded([], start("chain", 3), first)
+    second = run(counting_chain([]), past, [started(), task_completed(1, 1)])
+    past = recorded(past, [started(), task_completed(1, 1)], second)
+    third = run(chain, past, [started(), task_completed(2, 2)], resume_from=first.checkpoint)
+    assert calls == [False, True, False]  # the missed step ran as replay, the new one live
+    assert third.actions[0].id == 3 and json.loads(third.actions[0].scheduleTask.input.value) == 2

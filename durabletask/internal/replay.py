@@ -39,9 +39,25 @@ _STEP_NAMES = {
 
 
 @dataclass
+class Checkpoint:
+    """An unfinished run as the last episode left it, to continue in the next episode instead of
+    replaying the whole history again. Resumable once; only on a history that continues exactly the
+    one it has seen, which `replay` checks (anything else is replayed from the start)."""
+    run: "_OrchestrationRun"
+    past_length: int  # how many past events the run had applied before its last new events
+    last_new_events: list[pb.HistoryEvent]  # copies: a kept request would pin its whole history
+
+    def continues_into(self, orchestrator: task.Orchestrator[Any, Any], past_events: Sequence[pb.HistoryEvent]) -> bool:
+        end = self.past_length + len(self.last_new_events)
+        return (self.run._orchestrator is orchestrator and len(past_events) >= end
+                and all(seen == now for seen, now in zip(self.last_new_events, past_events[self.past_length:end])))
+
+
+@dataclass
 class ReplayResult:
     actions: list[pb.OrchestratorAction]
     custom_status: str | None = None
+    checkpoint: Checkpoint | None = None  # where the next episode may resume (None once finished)
 
 
 def execution_started(past_events: Iterable[pb.HistoryEvent],
@@ -63,20 +79,30 @@ def replay(orchestrator: task.Orchestrator[Any, Any],
            past_events: Sequence[pb.HistoryEvent],
            new_events: Sequence[pb.HistoryEvent],
            *,
-           default_sub_orchestration_version: str | None = None) -> ReplayResult:
-    """Run `orchestrator` over `past_events` (replaying) then `new_events`; return its new actions."""
-    run = _OrchestrationRun(orchestrator, instance_id, default_sub_orchestration_version)
+           default_sub_orchestration_version: str | None = None,
+           resume_from: Checkpoint | None = None) -> ReplayResult:
+    """Run `orchestrator` over `past_events` (replaying) then `new_events`; return its new actions.
+    With `resume_from` (the checkpoint of this instance's previous episode), only the past events
+    the checkpoint has not seen are replayed, provided the history continues it."""
+    if resume_from is not None and resume_from.continues_into(orchestrator, past_events):
+        run, unseen = resume_from.run, past_events[resume_from.past_length + len(resume_from.last_new_events):]
+    else:
+        run, unseen = _OrchestrationRun(orchestrator, instance_id, default_sub_orchestration_version), past_events
     try:
         if not new_events:
             raise task.OrchestrationStateError("An orchestration work item must carry at least one new event.")
-        for event in past_events:
-            run.apply(event)
-        run.stop_replaying()
-        for event in new_events:
-            run.apply(event)
+        run.apply_all(unseen, replaying=True)
+        run.apply_all(new_events, replaying=False)
     except Exception as error:
         run.fail(error)
-    return ReplayResult(run.actions(), run.custom_status)
+    checkpoint = None if run.is_finished else Checkpoint(run, len(past_events), [_copy(e) for e in new_events])
+    return ReplayResult(run.actions(), run.custom_status, checkpoint)
+
+
+def _copy(event: pb.HistoryEvent) -> pb.HistoryEvent:
+    copy = pb.HistoryEvent()
+    copy.CopyFrom(event)
+    return copy
 
 
 def _completion(action_id: int, status: "pb.OrchestrationStatus", *, result: str | None = None,
@@ -175,9 +201,6 @@ class _OrchestrationRun(task.OrchestrationContext):
                                        result=encoded_input, new_version=new_version,
                                        carryover_events=carryover))
         return actions
-
-    def stop_replaying(self) -> None:
-        self._is_replaying = False
 
     def fail(self, error: Exception) -> None:
         """End the orchestration as failed; this also overrides an outcome that replay later disproved."""
@@ -359,6 +382,11 @@ class _OrchestrationRun(task.OrchestrationContext):
                                            result=payloads.to_json(output))
 
     # ---- applying history events -------------------------------------------------------
+
+    def apply_all(self, events: Iterable[pb.HistoryEvent], *, replaying: bool) -> None:
+        self._is_replaying = replaying
+        for event in events:
+            self.apply(event)
 
     def apply(self, event: pb.HistoryEvent) -> None:
         kind = event.WhichOneof("eventType")
