@@ -173,6 +173,16 @@ def _filter_sql(tx: "_Tx", table: str, filters: tuple[NameFilter, ...]) -> tuple
     return " AND (" + " OR ".join(clauses) + ")", params
 
 
+def _note_work_ready(tx: "_Tx", ready: bool) -> None:
+    tx.notice.work_ready |= ready
+
+
+def _activity_of(token: str) -> int:
+    """The activity id an activity token names (-1, matching none, for anything else)."""
+    id_part = token[1:].partition(".")[0]
+    return int(id_part) if token.startswith("a") and id_part.isdigit() else -1
+
+
 def _instance_of(token: str) -> str:
     return token.partition(".")[2] if token.startswith("o") else ""
 
@@ -184,6 +194,7 @@ class _Tx:
     now: float
     notice: CommitNotice = field(default_factory=CommitNotice)
     counts: Counter = field(default_factory=Counter)  # (name, version, status) -> delta, this request's
+    deferred: list = field(default_factory=list)  # (cursor, on_row) of `then`, this request's
 
     def one(self, query: str, *params) -> Any:
         return self.conn.execute(query, params).fetchone()
@@ -191,10 +202,15 @@ class _Tx:
     def run(self, query: str, *params) -> psycopg.Cursor:
         return self.conn.execute(query, params)
 
-    def many(self, query: str, rows: list[tuple]) -> None:
-        if rows:
-            with self.conn.cursor() as cursor:
-                cursor.executemany(query, rows)
+    def then(self, on_row: Callable[[Any], None], query: str, *params) -> None:
+        """Run a statement now and hand its row to `on_row` once the request's statements have all
+        been sent, at the request's closing sync, instead of waiting a round trip for it here."""
+        self.deferred.append((self.conn.execute(query, params), on_row))
+
+    def read_deferred(self) -> None:
+        for cursor, on_row in self.deferred:
+            on_row(cursor.fetchone())
+        self.deferred.clear()
 
 
 @dataclass
@@ -316,12 +332,13 @@ class PostgresStore(Store):
                 tx = _Tx(conn, now)
                 counts: Counter = Counter()
                 for i, request in enumerate(batch):
-                    tx.counts = Counter()
+                    tx.counts, tx.deferred = Counter(), []
                     finished_before = len(tx.notice.finished)
                     conn.execute("SAVEPOINT request")
                     try:
                         result = request.fn(tx, *request.args)
                         pipeline.sync()  # so that an error of its last statements is raised here
+                        tx.read_deferred()
                     except RETRYABLE as error:
                         request.attempts += 1
                         if request.attempts < RETRIES:
@@ -444,7 +461,7 @@ class PostgresStore(Store):
         suspended or finished; at the end of a live lease; else at its first event, RESULT_BATCH_SECONDS
         later while some of its activities are still due (no earlier than an abandon back-off). One
         statement, as the SQLite twin's steps."""
-        (waits_for_event,) = tx.one(
+        tx.then(lambda row: _note_work_ready(tx, row is not None and row[0]),
             "UPDATE instances SET ready_at = CASE "
             f"  WHEN status IN ({UNCLAIMABLE_SQL}) THEN NULL "
             "   WHEN lease_token IS NOT NULL AND blocked_until > %s THEN blocked_until "
@@ -456,7 +473,6 @@ class PostgresStore(Store):
             "WHERE instance_id = %s "
             f"RETURNING status NOT IN ({UNCLAIMABLE_SQL}) AND (lease_token IS NULL OR blocked_until <= %s) "
             "AND ready_at IS NOT NULL", tx.now, instance_id, RESULT_BATCH_SECONDS, instance_id, instance_id, tx.now)
-        tx.notice.work_ready |= waits_for_event
 
     @staticmethod
     def _enqueue(tx: _Tx, instance_id: str, ev: pb.HistoryEvent, execution_id: str | None,
@@ -467,18 +483,18 @@ class PostgresStore(Store):
         visible_at = tx.now if visible_at is None else visible_at
         tx.run("INSERT INTO inbox (instance_id, execution_id, visible_at, event) VALUES (%s, %s, %s, %s)",
                instance_id, execution_id, visible_at, ev.SerializeToString())
-        sooner = tx.one(
+        tx.then(lambda row: _note_work_ready(tx, row is not None),
             "UPDATE instances SET ready_at = LEAST(COALESCE(ready_at, GREATEST(%s, COALESCE(blocked_until, 0))), "
             "GREATEST(%s, COALESCE(blocked_until, 0))) "
             f"WHERE instance_id = %s AND status NOT IN ({UNCLAIMABLE_SQL}) "
             "AND (lease_token IS NULL OR blocked_until <= %s) RETURNING TRUE", visible_at, visible_at, instance_id,
             tx.now)
-        tx.notice.work_ready |= sooner is not None
 
-    def _deliver(self, tx: _Tx, message: Deliver) -> bool:
-        """Put an event in an unfinished instance's inbox; False if there is no such instance."""
-        row = tx.one("SELECT status, execution_id, scheduled_start FROM instances WHERE instance_id = %s "
-                     "FOR UPDATE", message.instance_id)
+    def _deliver(self, tx: _Tx, message: Deliver, locked_row: tuple | None = None) -> bool:
+        """Put an event in an unfinished instance's inbox; False if there is no such instance.
+        `locked_row`: the instance's (status, execution id, scheduled start), when the caller locked it."""
+        row = locked_row or tx.one("SELECT status, execution_id, scheduled_start FROM instances "
+                                   "WHERE instance_id = %s FOR UPDATE", message.instance_id)
         if row is None:
             return False
         status, execution_id, scheduled_start = row
@@ -525,10 +541,10 @@ class PostgresStore(Store):
 
     @staticmethod
     def _append_history(tx: _Tx, instance_id: str, events: list[pb.HistoryEvent]) -> None:
-        tx.run("INSERT INTO history (instance_id, episode, events) "
-               "SELECT instance_id, episodes, %s FROM instances WHERE instance_id = %s", _history_bytes(events),
-               instance_id)
-        tx.run("UPDATE instances SET episodes = episodes + 1 WHERE instance_id = %s", instance_id)
+        tx.run("WITH counted AS (UPDATE instances SET episodes = episodes + 1 WHERE instance_id = %s "
+               "RETURNING episodes - 1 AS episode) "
+               "INSERT INTO history (instance_id, episode, events) SELECT %s, episode, %s FROM counted",
+               instance_id, instance_id, _history_bytes(events))
 
     @staticmethod
     def _finish(tx: _Tx, instance_id: str) -> None:
@@ -831,7 +847,7 @@ class PostgresStore(Store):
 
     @staticmethod
     def _leased_instance(tx: _Tx, token: str) -> tuple:
-        row = tx.one(f"SELECT {INSTANCE_COLUMNS}, parent, claim_seq, claim_time, lease_token FROM instances "
+        row = tx.one(f"SELECT {INSTANCE_COLUMNS}, parent, claim_time, lease_token FROM instances "
                      "WHERE instance_id = %s FOR UPDATE", _instance_of(token))
         if row is None or row[-1] != token:
             raise StaleToken("The completion token is unknown or its lease has passed to another worker; "
@@ -842,15 +858,19 @@ class PostgresStore(Store):
         return await self._write(self._complete_orchestration, token, response, lock_key=_instance_of(token))
 
     def _complete_orchestration(self, tx: _Tx, token: str, response: pb.OrchestratorResponse) -> None:
+        # Taking the events the worker was given goes out with the lease check, in one round trip: it
+        # deletes nothing unless the token still holds the lease.
+        taken = tx.run("DELETE FROM inbox AS i USING instances AS l WHERE i.instance_id = %s "
+                       "AND l.instance_id = i.instance_id AND l.lease_token = %s AND i.seq <= l.claim_seq "
+                       "AND i.visible_at <= l.claim_time RETURNING i.visible_at, i.seq, i.event",
+                       _instance_of(token), token)
         row = self._leased_instance(tx, token)
         state = SqliteStore._state(row[:15], include_payloads=True)
-        parent, claim_seq, claim_time = row[15:18]
+        parent, claim_time = row[15:17]
         iid = state.instance_id
         delivered = [event(claim_time, orchestratorStarted=pb.OrchestratorStartedEvent())]
-        # The events the worker was given, in the order it was given them (visible_at, seq).
-        rows = tx.run("DELETE FROM inbox WHERE instance_id = %s AND seq <= %s AND visible_at <= %s "
-                      "RETURNING visible_at, seq, event", iid, claim_seq, claim_time).fetchall()
-        delivered += [pb.HistoryEvent.FromString(blob) for _, _, blob in sorted(rows)]
+        # In the order the worker was given them (visible_at, seq).
+        delivered += [pb.HistoryEvent.FromString(blob) for _, _, blob in sorted(taken.fetchall())]
         episode = episodes.plan_episode(state, pb.ParentInstanceInfo.FromString(parent) if parent else None,
                                         delivered, response, tx.now)
         old_key = (state.name, state.version, state.status)
@@ -869,13 +889,19 @@ class PostgresStore(Store):
             if finished:
                 self._finish(tx, iid)
                 tx.notice.finished.append((state.name, tx.now - state.created_at))
-        tx.many("INSERT INTO activities (instance_id, execution_id, task_id, name, version, request, ready_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                [(iid, state.execution_id, request.taskId, request.name, request.version.value,
-                  request.SerializeToString(), tx.now) for request in episode.activities])
-        tx.notice.work_ready |= bool(episode.activities)
-        tx.many("INSERT INTO inbox (instance_id, execution_id, visible_at, event) VALUES (%s, %s, %s, %s)",
-                [(iid, state.execution_id, fire_at, fired.SerializeToString()) for fire_at, fired in episode.timers])
+        if episode.activities:
+            tx.run("INSERT INTO activities (instance_id, execution_id, task_id, name, version, request, ready_at) "
+                   "SELECT %s, %s, task_id, name, version, request, %s "
+                   "FROM unnest(%s::int[], %s::text[], %s::text[], %s::bytea[]) AS a(task_id, name, version, request)",
+                   iid, state.execution_id, tx.now, *map(list, zip(*(
+                       (request.taskId, request.name, request.version.value, request.SerializeToString())
+                       for request in episode.activities))))
+            tx.notice.work_ready = True
+        if episode.timers:
+            tx.run("INSERT INTO inbox (instance_id, execution_id, visible_at, event) "
+                   "SELECT %s, %s, visible_at, event FROM unnest(%s::float8[], %s::bytea[]) AS t(visible_at, event)",
+                   iid, state.execution_id, *map(list, zip(*(
+                       (fire_at, fired.SerializeToString()) for fire_at, fired in episode.timers))))
         for message in episode.messages:
             if isinstance(message, Deliver):
                 self._deliver(tx, message)
@@ -912,24 +938,31 @@ class PostgresStore(Store):
         return await self._write(self._complete_activity, token, response, lock_key=response.instanceId)
 
     def _complete_activity(self, tx: _Tx, token: str, response: pb.ActivityResponse) -> None:
-        activity_id, iid, execution_id, task_id = self._leased_activity(tx, token)
-        tx.run("DELETE FROM activities WHERE id = %s", activity_id)
+        # The instance's row lock comes first, as for every write to an instance; sent together with
+        # taking the activity, both answers arrive in one round trip.
+        instance = tx.run("SELECT status, execution_id, scheduled_start FROM instances WHERE instance_id = %s "
+                          "FOR UPDATE", response.instanceId)
+        taken = tx.one("DELETE FROM activities WHERE id = %s AND lease_token = %s "
+                       "RETURNING instance_id, execution_id, task_id", _activity_of(token), token)
+        if taken is None:
+            raise StaleToken("The completion token is unknown or its lease has passed to another worker; "
+                             "the result was not applied.")
+        iid, execution_id, task_id = taken
         if response.HasField("failureDetails"):
             outcome = event(tx.now, taskFailed=pb.TaskFailedEvent(
                 taskScheduledId=task_id, failureDetails=response.failureDetails))
         else:
             outcome = event(tx.now, taskCompleted=pb.TaskCompletedEvent(
                 taskScheduledId=task_id, result=response.result if response.HasField("result") else None))
-        if self._deliver(tx, Deliver(iid, outcome, execution_id)):
+        row = instance.fetchone() if iid == response.instanceId else None
+        if self._deliver(tx, Deliver(iid, outcome, execution_id), locked_row=row):
             self._refresh_ready(tx, iid)  # held back a little while more results are due
 
     @staticmethod
     def _leased_activity(tx: _Tx, token: str) -> tuple[int, str, str, int]:
         """(id, instance id, execution id, task id) of the activity this token holds; else StaleToken."""
-        id_part = token[1:].partition(".")[0]
         row = tx.one("SELECT id, instance_id, execution_id, task_id FROM activities WHERE id = %s AND "
-                     "lease_token = %s FOR UPDATE",
-                     int(id_part) if token.startswith("a") and id_part.isdigit() else -1, token)
+                     "lease_token = %s FOR UPDATE", _activity_of(token), token)
         if row is None:
             raise StaleToken("The completion token is unknown or its lease has passed to another worker; "
                              "the result was not applied.")
@@ -941,11 +974,11 @@ class PostgresStore(Store):
     @staticmethod
     def _renew(tx: _Tx, tokens: list[str], lease_seconds: float) -> None:
         lease_end = tx.now + lease_seconds
-        activity_tokens = [t for t in tokens if t.startswith("a") and t[1:].partition(".")[0].isdigit()]
+        activity_tokens = [t for t in tokens if _activity_of(t) >= 0]
         instance_tokens = [t for t in tokens if t.startswith("o")]
         if activity_tokens:
             tx.run("UPDATE activities SET ready_at = %s WHERE id = ANY(%s) AND lease_token = ANY(%s)", lease_end,
-                   [int(t[1:].partition(".")[0]) for t in activity_tokens], activity_tokens)
+                   [_activity_of(t) for t in activity_tokens], activity_tokens)
         if instance_tokens:
             tx.run("UPDATE instances SET ready_at = %s, blocked_until = %s WHERE instance_id = ANY(%s) "
                    "AND lease_token = ANY(%s)", lease_end, lease_end, [_instance_of(t) for t in instance_tokens],
