@@ -13,12 +13,13 @@ import pytest
 from google.protobuf import empty_pb2
 
 from durabletask import client
+from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.security import BearerTokenInterceptor, TlsOptions
 from durabletask_operator.metrics import scrape_hub
 from tests.support.certs import make_certificates
 from tests.support.processes import REPO, RunnerProcess, ServerProcess, free_port, ms_run
-from tests.support.sdk import new_id
+from tests.support.sdk import new_id, running_worker
 
 OLD_TOKEN = "old-token-5b1f0c3e9a"
 NEW_TOKEN = "new-token-d27a64f1c8"
@@ -171,6 +172,10 @@ def test_calls_without_an_accepted_token_are_unauthenticated_and_logged_without_
     assert missing.value.code() == refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "requires a bearer token" in missing.value.details()
     assert "not one this task hub accepts" in refused.value.details()
+    with grpc.secure_channel(server.address, credentials(certs)) as channel:  # a worker's stream, too
+        with pytest.raises(grpc.RpcError) as stream_refused:
+            next(stubs.TaskHubSidecarServiceStub(channel).GetWorkItems(pb.GetWorkItemsRequest(), timeout=5))
+    assert stream_refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with client.TaskHubGrpcClient(host_address=server.address, tls_options=options,
                                   metadata=[("authorization", f"Bearer {OLD_TOKEN}")]) as member:
         instance_id = member.schedule_new_orchestration("anything", instance_id=new_id("token"))
@@ -212,6 +217,32 @@ def test_the_accepted_token_can_come_from_the_environment(tls_hub, certs):
     ca = credentials(certs)
     assert hello(server.address, ca) == grpc.StatusCode.UNAUTHENTICATED
     assert hello(server.address, ca, [("authorization", f"bearer {NEW_TOKEN}")]) == grpc.StatusCode.OK
+
+
+def test_a_channel_of_your_own_is_used_as_it_is_and_left_open(tls_hub, certs, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(f"{NEW_TOKEN}\n")
+    server = tls_hub("--auth-token-file", str(token_file))
+    channel = grpc.intercept_channel(grpc.secure_channel(server.address, credentials(certs)),
+                                     BearerTokenInterceptor(str(token_file)))
+    hub = client.TaskHubGrpcClient(channel=channel)
+    with running_worker(None, orchestrators=[echo], channel=channel):
+        instance_id = hub.schedule_new_orchestration(echo, input="mine", instance_id=new_id("channel"))
+        assert hub.wait_for_orchestration_completion(instance_id, timeout=30).get_output() == "mine"
+    hub.close()
+    assert stubs.TaskHubSidecarServiceStub(channel).Hello(empty_pb2.Empty(), timeout=5) is not None
+    channel.close()
+
+
+def echo(ctx, value):
+    return value
+
+
+def test_tls_options_that_contradict_themselves_or_the_address_are_refused(certs):
+    with pytest.raises(ValueError, match="certificate_chain_file and private_key_file together"):
+        TlsOptions(certificate_chain_file=str(certs.client_cert))
+    with pytest.raises(ValueError, match="asks for plain text"):
+        client.TaskHubGrpcClient(host_address="http://127.0.0.1:1", tls_options=tls_options(certs))
 
 
 # ---- the worker runner and Microsoft's SDK --------------------------------------------------

@@ -277,6 +277,8 @@ def test_notes_tell_where_the_server_is_and_what_to_do_next():
     notes = render_files({"workerPools": []})["durabletask/templates/NOTES.txt"]
     assert f"{SERVER}.{NAMESPACE}.svc:4001" in notes
     assert f"rollout status deployment/{SERVER}" in notes and "kubectl get workerpools" in notes
+    secured = render_files(TLS_AND_AUTH)["durabletask/templates/NOTES.txt"]
+    assert f"{SERVER}.{NAMESPACE}.svc:4001 (gRPC over mutual TLS, bearer token required)" in secured
 
 
 DOCUMENTED_AS_A_WHOLE = {"resources", "labels", "podSecurityContext", "securityContext"}
