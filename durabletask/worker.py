@@ -32,8 +32,8 @@ from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.internal import replay
 from durabletask.internal.failures import failure_details
 from durabletask.internal.grpc_channel import DEFAULT_HOST_ADDRESS, open_channel
-from durabletask.security import TlsOptions
 from durabletask.internal.versions import compare_versions
+from durabletask.security import TlsOptions
 
 # Reconnect back-off: base * 2**attempt seconds, capped, then scaled by a random factor in
 # [1 - JITTER, 1] so that many workers losing the same hub do not reconnect in lockstep.
@@ -414,6 +414,8 @@ class TaskHubGrpcWorker:
 
     @property
     def _address(self) -> str:
+        if self._given_channel is not None and self._host_address is None:
+            return "the given channel"
         return self._host_address or DEFAULT_HOST_ADDRESS
 
     def _work_items_request(self) -> pb.GetWorkItemsRequest:

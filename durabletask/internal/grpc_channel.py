@@ -1,13 +1,8 @@
 """Opening a gRPC channel to a task hub from the address forms users pass (with or without a scheme)."""
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
 import grpc
 
-if TYPE_CHECKING:
-    from durabletask.security import TlsOptions
+from durabletask.security import TlsOptions
 
 DEFAULT_HOST_ADDRESS = "localhost:4001"
 _SECURE_SCHEMES = ("https://", "grpcs://")
