@@ -53,18 +53,14 @@ def tls_hub(tmp_path, certs):
 
     def start(*flags: str, mutual: bool = False, env=None, metrics_port: int = 0) -> ServerProcess:
         n = len(started)
-        log_file = tmp_path / f"server-{n}.log"
         tls_flags = ["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)]
         if mutual:
             tls_flags += ["--tls-client-ca", str(certs.ca)]
-        with log_file.open("w") as log:
-            server = ServerProcess(f"sqlite:///{tmp_path}/hub-{n}.db", extra_args=(*tls_flags, *flags),
-                                   metrics_port=metrics_port, credentials=credentials(certs, mutual), env=env,
-                                   stderr=log)
-            started.append(server)
-            server.start()
-        server.log_file = log_file
-        return server
+        server = ServerProcess(f"sqlite:///{tmp_path}/hub-{n}.db", extra_args=(*tls_flags, *flags),
+                               metrics_port=metrics_port, credentials=credentials(certs, mutual), env=env,
+                               log_file=tmp_path / f"server-{n}.log")
+        started.append(server)
+        return server.start()
 
     yield start
     for server in started:

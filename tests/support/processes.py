@@ -63,14 +63,14 @@ class ServerProcess:
 
     def __init__(self, store_url: str, port: int | None = None, extra_args: tuple[str, ...] = (),
                  metrics_port: int = 0, credentials: grpc.ChannelCredentials | None = None,
-                 env: dict[str, str] | None = None, stderr=None):
+                 env: dict[str, str] | None = None, log_file: Path | None = None):
         self.store_url = store_url
         self.port = port or free_port()
         self.extra_args = extra_args
         self.metrics_port = metrics_port  # 0: no /metrics endpoint
         self.credentials = credentials  # to reach a server started with --tls-cert
         self.env = {**os.environ, **(env or {})}
-        self.stderr = stderr  # where the server's log goes (default: the test's stderr)
+        self.log_file = log_file  # where the server's log goes, appended across restarts (default: stderr)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -80,7 +80,11 @@ class ServerProcess:
     def start(self) -> "ServerProcess":
         cmd = [sys.executable, "-m", "durabletask.server", "--host", "127.0.0.1", "--port", str(self.port),
                "--store", self.store_url, "--metrics-port", str(self.metrics_port), *self.extra_args]
-        self.process = subprocess.Popen(cmd, cwd=REPO, env=self.env, stderr=self.stderr)
+        if self.log_file is None:
+            self.process = subprocess.Popen(cmd, cwd=REPO, env=self.env)
+        else:
+            with self.log_file.open("a") as log:
+                self.process = subprocess.Popen(cmd, cwd=REPO, env=self.env, stderr=log)
         wait_for_hub(self.address, self.process, credentials=self.credentials)
         return self
 
