@@ -178,6 +178,7 @@ def test_calls_without_an_accepted_token_are_unauthenticated_and_logged_without_
         assert member.get_orchestration_state(instance_id) is not None
     server.stop()
     log = server.log_file.read_text()
+    assert "(TLS, bearer token required)" in log, log
     assert "Refused /TaskHubSidecarService/StartInstance from ipv4:127.0.0.1:" in log, log
     assert "Refused /TaskHubSidecarService/GetInstance from ipv4:127.0.0.1:" in log, log
     assert OLD_TOKEN not in log and WRONG_TOKEN not in log

@@ -36,9 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     tls.add_argument("--tls-key", metavar="FILE", help="its PEM private key")
     tls.add_argument("--tls-client-ca", metavar="FILE",
                      help="require client certificates signed by this PEM CA (mutual TLS)")
-    auth = parser.add_argument_group("token authentication (off unless one of these is set)")
+    auth = parser.add_argument_group(f"bearer tokens (off unless --auth-token-file or {TOKEN_ENV} is set)")
     auth.add_argument("--auth-token-file", metavar="FILE",
-                      help="accepted bearer tokens, one per line; re-read when the file changes (rotation). "
+                      help="accepted tokens, one per line; re-read when the file changes (rotation). "
                            f"Or set {TOKEN_ENV} to the token(s).")
     return parser.parse_args(argv)
 
