@@ -16,6 +16,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.internal.failures import has_failure
 from durabletask.internal.grpc_channel import open_channel
+from durabletask.security import TlsOptions
 
 TItem = TypeVar("TItem")
 
@@ -123,10 +124,16 @@ class TaskHubGrpcClient:
                  log_handler: logging.Handler | None = None,
                  log_formatter: logging.Formatter | None = None,
                  logger: logging.Logger | None = None,
+                 channel: grpc.Channel | None = None,
                  secure_channel: bool = False,
                  interceptors: list | None = None,
-                 default_version: str | None = None):
-        self._channel = open_channel(host_address, secure_channel, interceptors)
+                 default_version: str | None = None,
+                 tls_options: TlsOptions | None = None):
+        """`channel`: a channel of your own, used as it is (host_address, secure_channel, interceptors
+        and tls_options are then ignored) and left open by close(). `tls_options`: TLS with a private CA
+        or a client certificate (durabletask.security)."""
+        self._owns_channel = channel is None
+        self._channel = channel or open_channel(host_address, secure_channel, interceptors, tls_options)
         self._stub = stubs.TaskHubSidecarServiceStub(self._channel)
         self._metadata = metadata
         self._logger = logger or logging.getLogger("durabletask.client")
@@ -137,7 +144,8 @@ class TaskHubGrpcClient:
         self.default_version = default_version
 
     def close(self) -> None:
-        self._channel.close()
+        if self._owns_channel:
+            self._channel.close()
 
     def __enter__(self) -> "TaskHubGrpcClient":
         return self

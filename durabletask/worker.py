@@ -34,6 +34,7 @@ from durabletask.internal import replay
 from durabletask.internal.failures import failure_details
 from durabletask.internal.grpc_channel import DEFAULT_HOST_ADDRESS, open_channel
 from durabletask.internal.versions import compare_versions
+from durabletask.security import TlsOptions
 
 # Reconnect back-off: base * 2**attempt seconds, capped, then scaled by a random factor in
 # [1 - JITTER, 1] so that many workers losing the same hub do not reconnect in lockstep.
@@ -241,13 +242,20 @@ class TaskHubGrpcWorker:
                  log_handler: logging.Handler | None = None,
                  log_formatter: logging.Formatter | None = None,
                  logger: logging.Logger | None = None,
+                 channel: grpc.Channel | None = None,
                  secure_channel: bool = False,
                  interceptors: list | None = None,
-                 concurrency_options: ConcurrencyOptions | None = None):
+                 concurrency_options: ConcurrencyOptions | None = None,
+                 tls_options: TlsOptions | None = None):
+        """`channel`: a channel of your own, used as it is (host_address, secure_channel, interceptors
+        and tls_options are then ignored) and left open by stop(). `tls_options`: TLS with a private CA
+        or a client certificate (durabletask.security)."""
         self._host_address = host_address
         self._metadata = metadata
+        self._given_channel = channel
         self._secure_channel = secure_channel
         self._interceptors = interceptors
+        self._tls_options = tls_options
         self._concurrency = concurrency_options or ConcurrencyOptions()
         self._logger = logger or logging.getLogger("durabletask.worker")
         if log_handler is not None:
@@ -369,7 +377,8 @@ class TaskHubGrpcWorker:
             raise RuntimeError("The worker is already running.")
         self._stopping.clear()
         self._handed_back.clear()
-        self._channel = open_channel(self._host_address, self._secure_channel, self._interceptors)
+        self._channel = self._given_channel or open_channel(self._host_address, self._secure_channel,
+                                                          self._interceptors, self._tls_options)
         self._stub = stubs.TaskHubSidecarServiceStub(self._channel)
         self._channel.subscribe(self._on_channel_state, try_to_connect=True)
         threads = self._concurrency.maximum_thread_pool_workers
@@ -422,7 +431,8 @@ class TaskHubGrpcWorker:
         self._orchestration_pool.shutdown(wait=not unfinished)
         self._activity_pool.shutdown(wait=not unfinished)
         self._channel.unsubscribe(self._on_channel_state)
-        self._channel.close()
+        if self._given_channel is None:
+            self._channel.close()
         self._channel_ready = False
         self._reader = None
         self._logger.info("Worker stopped")
@@ -432,6 +442,8 @@ class TaskHubGrpcWorker:
 
     @property
     def _address(self) -> str:
+        if self._given_channel is not None and self._host_address is None:
+            return "the given channel"
         return self._host_address or DEFAULT_HOST_ADDRESS
 
     def _work_items_request(self) -> pb.GetWorkItemsRequest:

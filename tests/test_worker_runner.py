@@ -76,6 +76,15 @@ def test_defaults():
      "--address 'hub:port' is not a task hub address of the form host:port, e.g. localhost:4001."),
     (["--app", NAPPING], {"DURABLETASK_HTTP_PORT": "eighty"},
      "DURABLETASK_HTTP_PORT 'eighty' is not a port number from 0 (off) to 65535."),
+    (["--app", NAPPING, "--tls-ca", "/no/such/ca.crt"], {},
+     "--tls-ca '/no/such/ca.crt' cannot be read (No such file or directory)."),
+    (["--app", NAPPING], {"DURABLETASK_TLS_CERT": "/etc/hostname"},
+     "A client certificate needs its key: set both --tls-cert and --tls-key (DURABLETASK_TLS_CERT and "
+     "DURABLETASK_TLS_KEY), or neither."),
+    (["--app", NAPPING, "--token-file", "/dev/null"], {},
+     "--token-file '/dev/null' holds no token (the token goes on the first line)."),
+    (["--app", NAPPING, "--address", "http://hub:4001", "--tls-ca", "/etc/hostname"], {},
+     "The address 'http://hub:4001' asks for plain text, but TLS files are set: use grpcs:// or no scheme."),
     ([], {}, "No app module given: set --app or DURABLETASK_APP to the module that lists your orchestrators, "
              "e.g. --app orders.workflows."),
     (["--app", NAPPING, "--match-strategy", "strict"], {},

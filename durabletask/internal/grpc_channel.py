@@ -2,23 +2,31 @@
 
 import grpc
 
+from durabletask.security import TlsOptions
+
 DEFAULT_HOST_ADDRESS = "localhost:4001"
 _SECURE_SCHEMES = ("https://", "grpcs://")
 _INSECURE_SCHEMES = ("http://", "grpc://")
 
 
-def open_channel(host_address: str | None, secure_channel: bool = False,
-                 interceptors: list | None = None) -> grpc.Channel:
-    """A channel to `host_address`; an https:// or grpcs:// scheme forces TLS, http:// or grpc:// forbids it."""
+def open_channel(host_address: str | None, secure_channel: bool = False, interceptors: list | None = None,
+                 tls_options: TlsOptions | None = None) -> grpc.Channel:
+    """A channel to `host_address`; an https:// or grpcs:// scheme forces TLS, http:// or grpc:// forbids
+    it, and `tls_options` (a private CA, a client certificate) imply it."""
     address = host_address or DEFAULT_HOST_ADDRESS
     lowered = address.lower()
+    secure_channel = secure_channel or tls_options is not None
     for scheme in _SECURE_SCHEMES + _INSECURE_SCHEMES:
         if lowered.startswith(scheme):
+            if tls_options is not None and scheme in _INSECURE_SCHEMES:
+                raise ValueError(f"The address {host_address} asks for plain text, but TLS options are given: "
+                                 "use grpcs:// (or no scheme) with TLS.")
             secure_channel = scheme in _SECURE_SCHEMES
             address = address[len(scheme):]
             break
     if secure_channel:
-        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials())
+        credentials = tls_options.channel_credentials() if tls_options else grpc.ssl_channel_credentials()
+        channel = grpc.secure_channel(address, credentials)
     else:
         channel = grpc.insecure_channel(address)
     if interceptors:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import grpc
 
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
+from durabletask.server.auth import BearerTokenAuth
 from durabletask.server.dispatcher import Dispatcher
 from durabletask.server.metrics import HubMetrics, serve_metrics
 from durabletask.server.servicer import StatusWatchers, TaskHubServicer
 from durabletask.server.stores.base import CommitNotice, Store
+from durabletask.server.tls import ServerTls
 
 log = logging.getLogger("durabletask.server")
 
@@ -22,13 +25,18 @@ DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 class TaskHubServer:
     def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 4001, *,
                  lease_seconds: float = DEFAULT_LEASE_SECONDS, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-                 metrics_port: int = 0):
+                 metrics_port: int = 0, tls: ServerTls | None = None,
+                 accepted_tokens: Callable[[], tuple[str, ...]] | None = None):
+        """`tls`: serve gRPC (and metrics) over TLS. `accepted_tokens`: require a bearer token on every
+        call, one of those it returns at the time of the call."""
         self.store = store
         self.host = host
         self.port = port
         self._lease_seconds = lease_seconds
         self._max_payload = max_payload_bytes
         self.metrics_port = metrics_port
+        self._tls = tls
+        self._accepted_tokens = accepted_tokens
         self._metrics = None
         self._grpc: grpc.aio.Server | None = None
         self._dispatcher: Dispatcher | None = None
@@ -49,16 +57,22 @@ class TaskHubServer:
         # gRPC's own message limit sits above the payload limit, so that an oversized payload reaches
         # our check and gets an error naming --max-payload-bytes.
         limit = self._max_payload * 4 + 1024 * 1024
+        interceptors = [BearerTokenAuth(self._accepted_tokens)] if self._accepted_tokens else []
         self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                               ("grpc.max_send_message_length", -1),
                                               # a second hub on a taken port must fail, not share it
-                                              ("grpc.so_reuseport", 0)])
+                                              ("grpc.so_reuseport", 0)],
+                                     interceptors=interceptors)
         servicer = TaskHubServicer(self.store, self._dispatcher, watchers, self._max_payload, metrics)
         stubs.add_TaskHubSidecarServiceServicer_to_server(servicer, self._grpc)
-        self.port = self._grpc.add_insecure_port(f"{self.host}:{self.port}")
+        address = f"{self.host}:{self.port}"
+        if self._tls:
+            self.port = self._grpc.add_secure_port(address, self._tls.grpc_credentials())
+        else:
+            self.port = self._grpc.add_insecure_port(address)
         await self._grpc.start()
         if self.metrics_port:
-            self._metrics = serve_metrics(metrics, self.host, self.metrics_port)
+            self._metrics = serve_metrics(metrics, self.host, self.metrics_port, self._tls)
         return self
 
     async def stop(self, grace: float = 5.0) -> None:

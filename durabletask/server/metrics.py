@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 
 from durabletask.server.stores.base import CommitNotice, Store, status_name
+from durabletask.server.tls import ServerTls
 
 ORCHESTRATION = "orchestration"
 ACTIVITY = "activity"
@@ -72,7 +73,9 @@ class HubMetrics:
             self.orchestration_duration.labels(name).observe(seconds)
 
 
-def serve_metrics(metrics: HubMetrics, host: str, port: int):
-    """Serve /metrics on host:port from a background thread; returns the HTTP server."""
-    server, _ = start_http_server(port, addr=host, registry=metrics.registry)
+def serve_metrics(metrics: HubMetrics, host: str, port: int, tls: ServerTls | None = None):
+    """Serve /metrics on host:port from a background thread, over HTTPS with the gRPC port's
+    certificate when TLS is on (scrapers need no client certificate); returns the HTTP server."""
+    certificate = {"certfile": tls.cert_file, "keyfile": tls.key_file} if tls else {}
+    server, _ = start_http_server(port, addr=host, registry=metrics.registry, **certificate)
     return server

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import time
 import urllib.parse
@@ -39,10 +40,10 @@ def counts_from_exposition(text: str) -> Counts | None:
     return None
 
 
-def scrape_hub(metrics_url: str, timeout: float = 5.0) -> Counts | None:
-    """Counts from the task hub server's `/metrics` page."""
+def scrape_hub(metrics_url: str, timeout: float = 5.0, tls: ssl.SSLContext | None = None) -> Counts | None:
+    """Counts from the task hub server's `/metrics` page (`tls`: whom to trust when it is https://)."""
     try:
-        with urllib.request.urlopen(metrics_url, timeout=timeout) as response:
+        with urllib.request.urlopen(metrics_url, timeout=timeout, context=tls) as response:
             text = response.read().decode()
     except (OSError, ValueError) as error:
         logger.warning("Instance counts are unknown: scraping %s failed: %s", metrics_url, error)
@@ -53,10 +54,11 @@ def scrape_hub(metrics_url: str, timeout: float = 5.0) -> Counts | None:
     return counts
 
 
-def query_prometheus(prometheus_url: str, timeout: float = 5.0, max_age: float = 60.0) -> Counts | None:
+def query_prometheus(prometheus_url: str, timeout: float = 5.0, max_age: float = 60.0,
+                     tls: ssl.SSLContext | None = None) -> Counts | None:
     """Counts from Prometheus, provided its newest sample of the metric is at most `max_age` seconds old."""
     try:
-        age = _instant_query(prometheus_url, f"time() - max(timestamp({METRIC}))", timeout)
+        age = _instant_query(prometheus_url, f"time() - max(timestamp({METRIC}))", timeout, tls)
         if not age:
             logger.warning("Instance counts are unknown: Prometheus at %s has no %s series.", prometheus_url, METRIC)
             return None
@@ -66,16 +68,17 @@ def query_prometheus(prometheus_url: str, timeout: float = 5.0, max_age: float =
             return None
         # Every replica of a hub reports the same store's counts: take one per series, then sum by version.
         live = f'{METRIC}{{status=~"{"|".join(LIVE_STATUSES)}"}}'
-        result = _instant_query(prometheus_url, f"sum by (version) (max by (name, version, status) ({live}))", timeout)
+        result = _instant_query(prometheus_url, f"sum by (version) (max by (name, version, status) ({live}))",
+                                timeout, tls)
     except (OSError, ValueError, KeyError) as error:
         logger.warning("Instance counts are unknown: querying Prometheus at %s failed: %s", prometheus_url, error)
         return None
     return {sample["metric"].get("version", ""): int(float(sample["value"][1])) for sample in result}
 
 
-def _instant_query(prometheus_url: str, query: str, timeout: float) -> list[dict]:
+def _instant_query(prometheus_url: str, query: str, timeout: float, tls: ssl.SSLContext | None) -> list[dict]:
     url = f"{prometheus_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    with urllib.request.urlopen(url, timeout=timeout, context=tls) as response:
         answer = json.load(response)
     if answer.get("status") != "success":
         raise ValueError(f"Prometheus answered {answer.get('status')}: {answer.get('error')}")

@@ -28,6 +28,11 @@ def example_pools() -> list[dict]:
         pools.append({"name": manifest["metadata"]["name"], "spec": spec})
     return pools
 
+# Mutual TLS from a cert-manager Secret, bearer tokens from another, and the ServiceMonitor on https.
+TLS_AND_AUTH = {"server": {"tls": {"secretName": "hub-tls", "clientCaKey": "ca.crt"},
+                           "auth": {"tokenSecret": "hub-tokens", "tokenKey": "accepted"}},
+                "monitoring": {"serviceMonitor": {"enabled": True}}}
+
 
 # The value combinations every static check runs on.
 COMBINATIONS = {
@@ -40,6 +45,7 @@ COMBINATIONS = {
     "example-pools": {"workerPools": example_pools()},
     "prometheus-source-no-metrics": {"operator": {"prometheusUrl": "http://prometheus.monitoring:9090"},
                                      "server": {"metrics": {"enabled": False}}},
+    "tls-and-auth": TLS_AND_AUTH,
 }
 
 

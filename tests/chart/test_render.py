@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.chart.chart import (CHART_DIR, COMBINATIONS, KUBE_VERSION, MONITORING_ON, NAMESPACE, PROMETHEUS_KINDS,
-                               chart, container, crds, example_pools, kinds, only, render, render_files)
+                               TLS_AND_AUTH, chart, container, crds, example_pools, kinds, only, render, render_files)
 from tests.support.processes import REPO
 
 SERVER, OPERATOR = "durabletask-server", "durabletask-operator"
@@ -29,6 +29,14 @@ SERVICE_MONITOR_SCHEMA = {
             "endpoints": {"type": "array", "minItems": 1, "items": {
                 "type": "object", "additionalProperties": False, "required": ["port"],
                 "properties": {"port": {"type": "string"}, "path": {"type": "string"},
+                               "scheme": {"enum": ["http", "https"]},
+                               "tlsConfig": {"type": "object", "additionalProperties": False, "properties": {
+                                   "serverName": {"type": "string"},
+                                   "ca": {"type": "object", "additionalProperties": False, "properties": {
+                                       "secret": {"type": "object", "additionalProperties": False,
+                                                  "required": ["name", "key"],
+                                                  "properties": {"name": {"type": "string"},
+                                                                 "key": {"type": "string"}}}}}}},
                                "interval": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?"
                                             "(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}}}}}}}}
 
@@ -100,6 +108,48 @@ def test_the_operator_can_read_prometheus_instead():
     assert "--metrics-port=0" in container(objects, SERVER)["args"]
 
 
+def volumes(objects: list[dict], deployment: str) -> dict[str, dict]:
+    return {v["name"]: v for v in only(objects, "Deployment", deployment)["spec"]["template"]["spec"]["volumes"]}
+
+
+def mounts(objects: list[dict], deployment: str) -> dict[str, str]:
+    return {m["name"]: m["mountPath"] for m in container(objects, deployment)["volumeMounts"]}
+
+
+def test_tls_and_tokens_come_from_mounted_secrets():
+    objects = render(TLS_AND_AUTH)
+    args, server_mounts = container(objects, SERVER)["args"], mounts(objects, SERVER)
+    for flag, volume, key in [("--tls-cert", "tls", "tls.crt"), ("--tls-key", "tls", "tls.key"),
+                              ("--tls-client-ca", "tls", "ca.crt"), ("--auth-token-file", "auth-tokens", "accepted")]:
+        assert f"{flag}={server_mounts[volume]}/{key}" in args
+    server_volumes = volumes(objects, SERVER)
+    assert server_volumes["tls"]["secret"]["secretName"] == "hub-tls"
+    # The token Secret is mounted whole (no subPath, no items), so the kubelet updates the file on rotation.
+    assert server_volumes["auth-tokens"]["secret"] == {"secretName": "hub-tokens", "defaultMode": 0o440}
+    assert not any("subPath" in m for m in container(objects, SERVER)["volumeMounts"])
+
+
+def test_with_tls_the_operator_and_the_service_monitor_scrape_https_trusting_only_the_ca():
+    objects = render(TLS_AND_AUTH)
+    args = container(objects, OPERATOR)["args"]
+    assert f"--hub-metrics-url=https://{SERVER}.{NAMESPACE}.svc:9464/metrics" in args
+    assert f"--metrics-ca-file={mounts(objects, OPERATOR)['metrics-ca']}/ca.crt" in args
+    # The operator gets the CA out of the server's Secret, never the server's private key.
+    assert volumes(objects, OPERATOR)["metrics-ca"]["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    [endpoint] = only(objects, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"] == {"ca": {"secret": {"name": "hub-tls", "key": "ca.crt"}},
+                                     "serverName": f"{SERVER}.{NAMESPACE}.svc"}
+
+
+def test_without_tls_nothing_is_mounted_and_metrics_stay_http():
+    objects = render(MONITORING_ON)
+    assert set(volumes(objects, SERVER)) == {"tmp", "data"} and set(volumes(objects, OPERATOR)) == {"tmp"}
+    assert not any(a.startswith(("--tls", "--auth", "--metrics-ca")) for a in container(objects, SERVER)["args"]
+                   + container(objects, OPERATOR)["args"])
+    assert "scheme" not in only(objects, "ServiceMonitor")["spec"]["endpoints"][0]
+
+
 def test_rbac_is_a_role_per_watched_namespace_by_default():
     objects = render(COMBINATIONS["two-namespaces"])
     assert "ClusterRole" not in kinds(objects) and "ClusterRoleBinding" not in kinds(objects)
@@ -157,6 +207,8 @@ def test_no_secret_is_rendered_from_values(values):
     ({"server": {"replica": 2}}, "additional properties 'replica' not allowed"),
     ({"store": {"type": "mysql"}}, "/store/type"),
     ({"monitoring": {"prometheusRule": {"drainingFor": "one day"}}}, "/monitoring/prometheusRule/drainingFor"),
+    ({"server": {"tls": {"secretName": "Hub_TLS"}}}, "/server/tls/secretName"),
+    ({"server": {"auth": {"tokenKey": "a/b"}}}, "/server/auth/tokenKey"),
 ])
 def test_impossible_values_fail_with_what_to_change(values, message):
     with pytest.raises(helm.HelmError, match=re.escape(message)):
@@ -182,8 +234,9 @@ def test_a_pools_own_task_hub_address_wins():
     assert rendered["spec"]["taskHubAddress"] == "hub:4001" and rendered["metadata"]["namespace"] == "shop"
 
 
-def test_service_monitor_scrapes_the_servers_metrics_port():
-    objects = render(MONITORING_ON)
+@pytest.mark.parametrize("values", [MONITORING_ON, TLS_AND_AUTH], ids=["http", "https"])
+def test_service_monitor_scrapes_the_servers_metrics_port(values):
+    objects = render(values)
     monitor = only(objects, "ServiceMonitor")
     jsonschema.validate(monitor, SERVICE_MONITOR_SCHEMA)
     service = only(objects, "Service", SERVER)
@@ -224,6 +277,8 @@ def test_notes_tell_where_the_server_is_and_what_to_do_next():
     notes = render_files({"workerPools": []})["durabletask/templates/NOTES.txt"]
     assert f"{SERVER}.{NAMESPACE}.svc:4001" in notes
     assert f"rollout status deployment/{SERVER}" in notes and "kubectl get workerpools" in notes
+    secured = render_files(TLS_AND_AUTH)["durabletask/templates/NOTES.txt"]
+    assert f"{SERVER}.{NAMESPACE}.svc:4001 (gRPC over mutual TLS, bearer token required)" in secured
 
 
 DOCUMENTED_AS_A_WHOLE = {"resources", "labels", "podSecurityContext", "securityContext"}

@@ -27,17 +27,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_hub(address: str, process: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
-    """Block until a TaskHubSidecarService answers Hello at `address`."""
+def wait_for_hub(address: str, process: subprocess.Popen | None = None, timeout: float = 20.0,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+    """Block until a TaskHubSidecarService answers Hello at `address` (over TLS with `credentials`);
+    a hub that asks for a bearer token has answered too."""
     deadline = time.monotonic() + timeout
     while True:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"hub process exited with code {process.returncode} before it answered at {address}")
         try:
-            with grpc.insecure_channel(address) as channel:
+            with (grpc.secure_channel(address, credentials) if credentials else grpc.insecure_channel(address)) \
+                    as channel:
                 stubs.TaskHubSidecarServiceStub(channel).Hello(empty_pb2.Empty(), timeout=1)
             return
-        except grpc.RpcError:
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+                return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no task hub answered at {address} within {timeout}s")
             time.sleep(0.05)
@@ -57,11 +62,15 @@ class ServerProcess:
     """Our `durabletask-server` as a subprocess on a loopback port; restartable on the same store."""
 
     def __init__(self, store_url: str, port: int | None = None, extra_args: tuple[str, ...] = (),
-                 metrics_port: int = 0):
+                 metrics_port: int = 0, credentials: grpc.ChannelCredentials | None = None,
+                 env: dict[str, str] | None = None, log_file: Path | None = None):
         self.store_url = store_url
         self.port = port or free_port()
         self.extra_args = extra_args
         self.metrics_port = metrics_port  # 0: no /metrics endpoint
+        self.credentials = credentials  # to reach a server started with --tls-cert
+        self.env = {**os.environ, **(env or {})}
+        self.log_file = log_file  # where the server's log goes, appended across restarts (default: stderr)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -71,8 +80,12 @@ class ServerProcess:
     def start(self) -> "ServerProcess":
         cmd = [sys.executable, "-m", "durabletask.server", "--host", "127.0.0.1", "--port", str(self.port),
                "--store", self.store_url, "--metrics-port", str(self.metrics_port), *self.extra_args]
-        self.process = subprocess.Popen(cmd, cwd=REPO)
-        wait_for_hub(self.address, self.process)
+        if self.log_file is None:
+            self.process = subprocess.Popen(cmd, cwd=REPO, env=self.env)
+        else:
+            with self.log_file.open("a") as log:
+                self.process = subprocess.Popen(cmd, cwd=REPO, env=self.env, stderr=log)
+        wait_for_hub(self.address, self.process, credentials=self.credentials)
         return self
 
     def stop(self) -> None:

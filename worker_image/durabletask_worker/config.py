@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from durabletask.internal.token_file import parse_tokens
 from durabletask.worker import VersionFailureStrategy, VersionMatchStrategy
 
 ADDRESS_SCHEMES = ("http://", "https://", "grpc://", "grpcs://")
@@ -30,6 +31,10 @@ class RunnerConfig:
     http_port: int
     drain_seconds: float
     log_level: str
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    token_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,11 @@ SETTINGS = (
     Setting("--drain-seconds", "DURABLETASK_DRAIN_SECONDS",
             "on SIGTERM, how long running work items may take to finish before they are handed back", "30"),
     Setting("--log-level", "DURABLETASK_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR", "INFO"),
+    Setting("--tls-ca", "DURABLETASK_TLS_CA", "PEM CA that signed the task hub's certificate; turns TLS on"),
+    Setting("--tls-cert", "DURABLETASK_TLS_CERT", "PEM client certificate, for a hub that requires one (mutual TLS)"),
+    Setting("--tls-key", "DURABLETASK_TLS_KEY", "the client certificate's PEM private key"),
+    Setting("--token-file", "DURABLETASK_TOKEN_FILE",
+            "file whose first line is the bearer token sent with every call; re-read when it changes"),
 )
 
 
@@ -92,6 +102,13 @@ def parse_config(argv: list[str] | None, environ: Mapping[str, str]) -> RunnerCo
         raise ConfigError(f"The match strategy {strategy} compares versions, so the worker "
                           "needs one: set --version or DURABLETASK_VERSION.")
     values["default_version"] = values["default_version"] or values["version"]
+    if bool(values["tls_cert"]) != bool(values["tls_key"]):
+        raise ConfigError("A client certificate needs its key: set both --tls-cert and --tls-key "
+                          "(DURABLETASK_TLS_CERT and DURABLETASK_TLS_KEY), or neither.")
+    tls_files = values["tls_ca"] or values["tls_cert"]
+    if tls_files and values["address"].lower().startswith(("http://", "grpc://")):
+        raise ConfigError(f"The address '{values['address']}' asks for plain text, but TLS files are set: "
+                          "use grpcs:// or no scheme.")
     return RunnerConfig(**values)
 
 
@@ -100,6 +117,28 @@ def _text(raw: str | None, source: str) -> str | None:
     if raw is None:
         return None
     return raw.strip() or None
+
+
+def _readable_file(raw: str | None, source: str) -> str | None:
+    path = _text(raw, source)
+    if path is not None:
+        _read(path, source)
+    return path
+
+
+def _token_file(raw: str | None, source: str) -> str | None:
+    path = _text(raw, source)
+    if path is not None and not parse_tokens(_read(path, source).decode("utf-8", "replace")):
+        raise ConfigError(f"{source} '{path}' holds no token (the token goes on the first line).")
+    return path
+
+
+def _read(path: str, source: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as error:
+        raise ConfigError(f"{source} '{path}' cannot be read ({error.strerror}).") from None
 
 
 def _address(raw: str, source: str) -> str:
@@ -156,4 +195,8 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
     "http_port": _number(int, 0, 65535, "a port number from 0 (off) to 65535"),
     "drain_seconds": _number(float, 0, 24 * 3600, "a number of seconds from 0 to 86400"),
     "log_level": _log_level,
+    "tls_ca": _readable_file,
+    "tls_cert": _readable_file,
+    "tls_key": _readable_file,
+    "token_file": _token_file,
 }

@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 
+from durabletask.security import BearerTokenInterceptor, TlsOptions
 from durabletask.worker import ConcurrencyOptions, TaskHubGrpcWorker, VersioningOptions
 from durabletask.worker_metrics import WorkerMetrics
 from durabletask_worker.app import App, load_app
@@ -17,13 +18,21 @@ log = logging.getLogger("durabletask_worker")
 CONFIG_ERROR_EXIT_CODE = 2
 
 
+def tls_options(config: RunnerConfig) -> TlsOptions | None:
+    if not (config.tls_ca or config.tls_cert):
+        return None  # plain text, or TLS with the public roots when the address says grpcs://
+    return TlsOptions(root_certificates_file=config.tls_ca, certificate_chain_file=config.tls_cert,
+                      private_key_file=config.tls_key)
+
+
 def build_worker(config: RunnerConfig, app: App) -> TaskHubGrpcWorker:
     n = config.concurrency
     # As many threads as work items, so that every item received starts at once (and a drain
     # finds no item waiting for a thread).
     worker = TaskHubGrpcWorker(host_address=config.address, concurrency_options=ConcurrencyOptions(
         maximum_concurrent_activity_work_items=n, maximum_concurrent_orchestration_work_items=n,
-        maximum_thread_pool_workers=n))
+        maximum_thread_pool_workers=n), tls_options=tls_options(config),
+        interceptors=[BearerTokenInterceptor(config.token_file)] if config.token_file else None)
     for orchestrator in app.orchestrators:
         worker.add_orchestrator(orchestrator)
     for activity in app.activities:

@@ -77,6 +77,13 @@ affinity:
 {{- end }}
 
 {{/* Combinations the schema cannot express; each fails the render with what to change. */}}
+{{/* The Secret with the CA that https /metrics is checked against; empty while the server serves plain text. */}}
+{{- define "durabletask.metricsCA.secretName" -}}
+{{- if .Values.server.tls.secretName }}
+{{- .Values.operator.metricsCA.secretName | default .Values.server.tls.secretName }}
+{{- end }}
+{{- end }}
+
 {{- define "durabletask.checks" -}}
 {{- if and (eq .Values.store.type "sqlite") (gt (int .Values.server.replicas) 1) }}
 {{- fail "server.replicas > 1 needs store.type=postgresql: SQLite has a single writer." }}
