@@ -2,8 +2,8 @@
 
 import urllib.parse
 
-from durabletask.server.stores.base import Store
-from durabletask.server.stores.sqlite import StoreUrlError, open_sqlite
+from durabletask.server.stores.base import Store, StoreUrlError
+from durabletask.server.stores.sqlite import open_sqlite
 
 
 def safe_url(url: str) -> str:

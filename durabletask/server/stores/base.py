@@ -34,6 +34,10 @@ def status_name(status: int) -> str:
     return pb.OrchestrationStatus.Name(status).removeprefix("ORCHESTRATION_STATUS_")
 
 
+class StoreUrlError(ValueError):
+    """A store URL (or the store it names) that the server cannot use; the message says why."""
+
+
 class StoreError(Exception):
     """A request the store refuses; the message is one sentence meant for the caller."""
 

@@ -1,7 +1,8 @@
 """The PostgreSQL store: one database shared by any number of task hub server replicas.
 
-The SQLite store's twin: the same tables, the same transaction steps, the same semantics (both
-pass `tests/test_store_conformance.py`). What differs is what several replicas at once require:
+The SQLite store's twin: the same tables, the same semantics (both pass
+`tests/test_store_conformance.py`), and the transaction steps of `sql.SqlStore`. What differs is
+what several replicas at once require:
 
 - Every write batch runs on a pooled connection in one transaction, each request in its own
   savepoint (group commit: the completions that arrive together share one commit). A few writer
@@ -34,7 +35,6 @@ import secrets
 import threading
 import time
 import urllib.parse
-import uuid
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,15 +48,13 @@ from psycopg_pool import ConnectionPool
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal.versions import compare_versions
 from durabletask.server import episodes
-from durabletask.server.episodes import Deliver, StartChild, TerminateOther, event
+from durabletask.server.episodes import Deliver, event
 from durabletask.server.stores import safe_url
 from durabletask.server.stores.base import (
-    RESULT_BATCH_SECONDS, TERMINAL_STATUSES, ClaimResult, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery,
-    InstanceState, NameFilter, NewInstance, PurgeFilter, StaleToken, Store, WorkFilters, WorkItem,
-    WrongState, status_name)
-# SQL-independent pieces shared with the twin (row -> InstanceState, history encoding, constants).
-from durabletask.server.stores.sqlite import (
-    INSTANCE_COLUMNS, TERMINAL, UNCLAIMABLE, UNCLAIMABLE_SQL, SqliteStore, StoreUrlError, _history_bytes)
+    RESULT_BATCH_SECONDS, ClaimResult, CommitNotice, InstanceState, NameFilter, StaleToken, StoreUrlError,
+    WorkFilters, WorkItem)
+from durabletask.server.stores.sql import (
+    STALE_TOKEN, UNCLAIMABLE_SQL, SqlStore, activity_of, history_bytes, instance_of, instance_state)
 
 log = logging.getLogger(__name__)
 
@@ -177,30 +175,24 @@ def _note_work_ready(tx: "_Tx", ready: bool) -> None:
     tx.notice.work_ready |= ready
 
 
-def _activity_of(token: str) -> int:
-    """The activity id an activity token names (-1, matching none, for anything else)."""
-    id_part = token[1:].partition(".")[0]
-    return int(id_part) if token.startswith("a") and id_part.isdigit() else -1
-
-
-def _instance_of(token: str) -> str:
-    return token.partition(".")[2] if token.startswith("o") else ""
-
-
 @dataclass
-class _Tx:
-    """One write transaction: the connection, the batch's clock and what it changed."""
+class _Sql:
     conn: psycopg.Connection
-    now: float
-    notice: CommitNotice = field(default_factory=CommitNotice)
-    counts: Counter = field(default_factory=Counter)  # (name, version, status) -> delta, this request's
-    deferred: list = field(default_factory=list)  # (cursor, on_row) of `then`, this request's
 
     def one(self, query: str, *params) -> Any:
         return self.conn.execute(query, params).fetchone()
 
     def run(self, query: str, *params) -> psycopg.Cursor:
         return self.conn.execute(query, params)
+
+
+@dataclass
+class _Tx(_Sql):
+    """One write transaction: the connection, the batch's clock and what it changed."""
+    now: float
+    notice: CommitNotice = field(default_factory=CommitNotice)
+    counts: Counter = field(default_factory=Counter)  # (name, version, status) -> delta, this request's
+    deferred: list = field(default_factory=list)  # (cursor, on_row) of `then`, this request's
 
     def then(self, on_row: Callable[[Any], None], query: str, *params) -> None:
         """Run a statement now and hand its row to `on_row` once the request's statements have all
@@ -223,7 +215,7 @@ class _Request:
     attempts: int = 0
 
 
-class PostgresStore(Store):
+class PostgresStore(SqlStore):
     def __init__(self, conninfo: str, *, synchronous_commit: bool = True,
                  migrations: tuple[str, ...] = MIGRATIONS):
         self._conninfo = conninfo
@@ -297,7 +289,7 @@ class PostgresStore(Store):
 
     def _with_connection(self, fn: Callable, *args):
         with self._pool.connection() as conn:
-            return fn(conn, *args)
+            return fn(_Sql(conn), *args)
 
     def _write_loop(self, requests: queue.SimpleQueue) -> None:
         while True:
@@ -490,273 +482,14 @@ class PostgresStore(Store):
             "AND (lease_token IS NULL OR blocked_until <= %s) RETURNING TRUE", visible_at, visible_at, instance_id,
             tx.now)
 
-    def _deliver(self, tx: _Tx, message: Deliver, locked_row: tuple | None = None) -> bool:
-        """Put an event in an unfinished instance's inbox; False if there is no such instance.
-        `locked_row`: the instance's (status, execution id, scheduled start), when the caller locked it."""
-        row = locked_row or tx.one("SELECT status, execution_id, scheduled_start FROM instances "
-                                   "WHERE instance_id = %s FOR UPDATE", message.instance_id)
-        if row is None:
-            return False
-        status, execution_id, scheduled_start = row
-        if status in TERMINAL_STATUSES or (message.execution_id and message.execution_id != execution_id):
-            return True  # finished (or a stale execution): the event is dropped
-        # Nothing reaches an instance before its scheduled start, so ExecutionStarted stays first.
-        visible_at = max(tx.now, scheduled_start or 0) if status == pb.ORCHESTRATION_STATUS_PENDING else None
-        self._enqueue(tx, message.instance_id, message.event, message.execution_id, visible_at)
-        return True
-
-    def _insert_instance(self, tx: _Tx, new: NewInstance) -> str:
-        execution_id = new.execution_id or uuid.uuid4().hex
-        parent = new.parent.SerializeToString() if new.parent is not None else None
-        parent_id = new.parent.orchestrationInstance.instanceId if new.parent is not None else None
-        tx.run("INSERT INTO instances (instance_id, execution_id, name, version, status, created_at, updated_at, "
-               "scheduled_start, input, tags, parent, parent_instance_id) "
-               "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-               new.instance_id, execution_id, new.name, new.version, pb.ORCHESTRATION_STATUS_PENDING, tx.now,
-               tx.now, new.scheduled_start, new.input, json.dumps(new.tags), parent, parent_id)
-        self._recount(tx, new.instance_id, None, (new.name, new.version, pb.ORCHESTRATION_STATUS_PENDING))
-        self._enqueue(tx, new.instance_id, episodes.execution_started(new, execution_id, tx.now), None,
-                      max(tx.now, new.scheduled_start or 0))
-        return execution_id
-
-    def _delete_instance(self, tx: _Tx, instance_id: str) -> None:
-        name, version, status = tx.one("SELECT name, version, status FROM instances WHERE instance_id = %s "
-                                       "FOR UPDATE", instance_id)
-        for table in ("instances", "history", "inbox", "activities"):
-            tx.run(f"DELETE FROM {table} WHERE instance_id = %s", instance_id)
-        self._recount(tx, instance_id, (name, version, status), None)
-
-    def _start_child(self, tx: _Tx, new: NewInstance) -> None:
-        row = tx.one("SELECT status FROM instances WHERE instance_id = %s FOR UPDATE", new.instance_id)
-        if row is not None and row[0] not in TERMINAL_STATUSES:
-            failure = pb.TaskFailureDetails(
-                errorType="InstanceExists", isNonRetriable=True,
-                errorMessage=f"An orchestration instance with id '{new.instance_id}' is already running.")
-            self._deliver(tx, episodes.parent_notice(new.parent, pb.ORCHESTRATION_STATUS_FAILED, None, failure,
-                                                     tx.now))
-            return
-        if row is not None:
-            self._delete_instance(tx, new.instance_id)
-        self._insert_instance(tx, new)
-
     @staticmethod
     def _append_history(tx: _Tx, instance_id: str, events: list[pb.HistoryEvent]) -> None:
         tx.run("WITH counted AS (UPDATE instances SET episodes = episodes + 1 WHERE instance_id = %s "
                "RETURNING episodes - 1 AS episode) "
                "INSERT INTO history (instance_id, episode, events) SELECT %s, episode, %s FROM counted",
-               instance_id, instance_id, _history_bytes(events))
-
-    @staticmethod
-    def _finish(tx: _Tx, instance_id: str) -> None:
-        """Drop what a finished instance will never process: its inbox and unclaimed activities."""
-        tx.run("DELETE FROM inbox WHERE instance_id = %s", instance_id)
-        tx.run("DELETE FROM activities WHERE instance_id = %s AND lease_token IS NULL", instance_id)
-
-    def _terminate(self, tx: _Tx, instance_id: str, output: str | None, recursive: bool) -> bool:
-        row = tx.one("SELECT name, version, status, parent, created_at FROM instances WHERE instance_id = %s "
-                     "FOR UPDATE", instance_id)
-        if row is None:
-            return False
-        name, version, status, parent, created_at = row
-        if status not in TERMINAL_STATUSES:
-            terminated = pb.ORCHESTRATION_STATUS_TERMINATED
-            result = episodes.optional_string(output)
-            self._append_history(tx, instance_id, [
-                event(tx.now, orchestratorStarted=pb.OrchestratorStartedEvent()),
-                event(tx.now, executionTerminated=pb.ExecutionTerminatedEvent(input=result, recurse=recursive)),
-                event(tx.now, executionCompleted=pb.ExecutionCompletedEvent(orchestrationStatus=terminated,
-                                                                            result=result))])
-            # Clearing the lease fences off any worker still running an episode of this instance.
-            tx.run("UPDATE instances SET status = %s, output = %s, completed_at = %s, updated_at = %s, "
-                   "lease_token = NULL, blocked_until = NULL, ready_at = NULL WHERE instance_id = %s",
-                   terminated, output, tx.now, tx.now, instance_id)
-            self._recount(tx, instance_id, (name, version, status), (name, version, terminated))
-            self._finish(tx, instance_id)
-            tx.notice.finished.append((name, tx.now - created_at))
-            notice = episodes.parent_notice(pb.ParentInstanceInfo.FromString(parent) if parent else None,
-                                            terminated, output, None, tx.now)
-            if notice is not None:
-                self._deliver(tx, notice)
-        if recursive:
-            for (child,) in tx.run("SELECT instance_id FROM instances WHERE parent_instance_id = %s "
-                                   "AND status <> ALL(%s)", instance_id, list(TERMINAL)).fetchall():
-                self._terminate(tx, child, output, True)
-        return True
+               instance_id, instance_id, history_bytes(events))
 
     # -- instances ----------------------------------------------------------------------------
-    async def create_instance(self, new: NewInstance, replaceable: tuple[int, ...] = ()) -> str:
-        return await self._write(self._create_instance, new, replaceable, lock_key=new.instance_id)
-
-    def _create_instance(self, tx: _Tx, new: NewInstance, replaceable: tuple[int, ...]) -> str:
-        row = tx.one("SELECT status FROM instances WHERE instance_id = %s FOR UPDATE", new.instance_id)
-        if row is not None:
-            if row[0] not in replaceable:
-                raise InstanceExists(f"An orchestration instance with id '{new.instance_id}' already exists "
-                                     f"(status {status_name(row[0])}).")
-            self._delete_instance(tx, new.instance_id)
-        return self._insert_instance(tx, new)
-
-    async def get_instance(self, instance_id: str, include_payloads: bool = True) -> InstanceState | None:
-        return await self._read(self._get_instance, instance_id, include_payloads)
-
-    @staticmethod
-    def _get_instance(conn: psycopg.Connection, instance_id: str, include_payloads: bool) -> InstanceState | None:
-        row = conn.execute(f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = %s",
-                           (instance_id,)).fetchone()
-        return None if row is None else SqliteStore._state(row, include_payloads)
-
-    async def get_history(self, instance_id: str) -> list[pb.HistoryEvent]:
-        return await self._read(self._get_history, instance_id)
-
-    @staticmethod
-    def _get_history(conn: psycopg.Connection, instance_id: str) -> list[pb.HistoryEvent]:
-        if conn.execute("SELECT 1 FROM instances WHERE instance_id = %s", (instance_id,)).fetchone() is None:
-            raise InstanceNotFound(f"No orchestration instance with id '{instance_id}' exists.")
-        blobs = conn.execute("SELECT events FROM history WHERE instance_id = %s ORDER BY episode", (instance_id,))
-        return list(pb.OrchestratorRequest.FromString(b"".join(blob for (blob,) in blobs)).pastEvents)
-
-    async def raise_event(self, instance_id: str, name: str, data: str | None) -> None:
-        return await self._write(self._raise_event, instance_id, name, data, lock_key=instance_id)
-
-    def _raise_event(self, tx: _Tx, instance_id: str, name: str, data: str | None) -> None:
-        raised = event(tx.now, eventRaised=pb.EventRaisedEvent(name=name, input=episodes.optional_string(data)))
-        if not self._deliver(tx, Deliver(instance_id, raised)):
-            raise InstanceNotFound(f"No orchestration instance with id '{instance_id}' exists.")
-
-    async def terminate(self, instance_id: str, output: str | None, recursive: bool) -> None:
-        return await self._write(self._terminate_or_raise, instance_id, output, recursive, lock_key=instance_id)
-
-    def _terminate_or_raise(self, tx: _Tx, instance_id: str, output: str | None, recursive: bool) -> None:
-        if not self._terminate(tx, instance_id, output, recursive):
-            raise InstanceNotFound(f"No orchestration instance with id '{instance_id}' exists.")
-
-    async def suspend(self, instance_id: str, reason: str | None) -> None:
-        return await self._write(self._suspend_or_resume, instance_id, reason, True, lock_key=instance_id)
-
-    async def resume(self, instance_id: str, reason: str | None) -> None:
-        return await self._write(self._suspend_or_resume, instance_id, reason, False, lock_key=instance_id)
-
-    def _suspend_or_resume(self, tx: _Tx, instance_id: str, reason: str | None, suspend: bool) -> None:
-        row = tx.one("SELECT name, version, status, episodes FROM instances WHERE instance_id = %s FOR UPDATE",
-                     instance_id)
-        if row is None:
-            raise InstanceNotFound(f"No orchestration instance with id '{instance_id}' exists.")
-        name, version, status, episode_count = row
-        if status in TERMINAL_STATUSES:
-            raise WrongState(f"Orchestration instance '{instance_id}' has already finished "
-                             f"({status_name(status)}); it cannot be {'suspended' if suspend else 'resumed'}.")
-        suspended = status == pb.ORCHESTRATION_STATUS_SUSPENDED
-        if suspended == suspend:
-            return
-        if suspend:
-            new_status = pb.ORCHESTRATION_STATUS_SUSPENDED
-            marker = event(tx.now, executionSuspended=pb.ExecutionSuspendedEvent(
-                input=episodes.optional_string(reason)))
-        else:
-            new_status = pb.ORCHESTRATION_STATUS_RUNNING if episode_count else pb.ORCHESTRATION_STATUS_PENDING
-            marker = event(tx.now, executionResumed=pb.ExecutionResumedEvent(input=episodes.optional_string(reason)))
-        tx.run("UPDATE instances SET status = %s, updated_at = %s WHERE instance_id = %s", new_status, tx.now,
-               instance_id)
-        self._recount(tx, instance_id, (name, version, status), (name, version, new_status))
-        # The marker travels with the buffered events, so the orchestrator sees when they arrived.
-        self._deliver(tx, Deliver(instance_id, marker))
-        self._refresh_ready(tx, instance_id)
-
-    async def query_instances(self, query: InstanceQuery) -> tuple[list[InstanceState], str | None]:
-        return await self._read(self._query_instances, query)
-
-    @staticmethod
-    def _query_instances(conn: psycopg.Connection, query: InstanceQuery) -> tuple[list[InstanceState], str | None]:
-        where, params = ["TRUE"], []
-        if query.statuses:
-            where.append("status = ANY(%s)")
-            params.append(list(query.statuses))
-        if query.created_from is not None:
-            where.append("created_at >= %s")
-            params.append(query.created_from)
-        if query.created_to is not None:
-            where.append("created_at < %s")
-            params.append(query.created_to)
-        if query.id_prefix:  # a key range, so the primary key index finds it
-            where.append("instance_id >= %s AND instance_id < %s")
-            params += [query.id_prefix, query.id_prefix[:-1] + chr(ord(query.id_prefix[-1]) + 1)]
-        if query.after_id is not None:
-            where.append("instance_id > %s")
-            params.append(query.after_id)
-        rows = conn.execute(
-            f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE {' AND '.join(where)} ORDER BY instance_id LIMIT %s",
-            (*params, query.page_size + 1)).fetchall()
-        states = [SqliteStore._state(row, query.include_payloads) for row in rows[:query.page_size]]
-        more = len(rows) > query.page_size
-        return states, (states[-1].instance_id if more else None)
-
-    async def list_instance_ids(self, statuses: tuple[int, ...], completed_from: float | None,
-                                completed_to: float | None, page_size: int,
-                                after: str | None) -> tuple[list[str], str | None]:
-        return await self._read(self._list_instance_ids, statuses, completed_from, completed_to, page_size, after)
-
-    @staticmethod
-    def _list_instance_ids(conn: psycopg.Connection, statuses: tuple[int, ...], completed_from: float | None,
-                           completed_to: float | None, page_size: int,
-                           after: str | None) -> tuple[list[str], str | None]:
-        statuses = tuple(s for s in statuses or TERMINAL if s in TERMINAL_STATUSES)
-        if not statuses:
-            return [], None
-        where, params = ["status = ANY(%s)", "completed_at IS NOT NULL"], [list(statuses)]
-        if completed_from is not None:
-            where.append("completed_at >= %s")
-            params.append(completed_from)
-        if completed_to is not None:
-            where.append("completed_at < %s")
-            params.append(completed_to)
-        if after:
-            at, _, last_id = after.partition("|")
-            where.append("(completed_at > %s OR (completed_at = %s AND instance_id > %s))")
-            params += [float(at), float(at), last_id]
-        rows = conn.execute(
-            f"SELECT completed_at, instance_id FROM instances WHERE {' AND '.join(where)} "
-            "ORDER BY completed_at, instance_id LIMIT %s", (*params, page_size + 1)).fetchall()
-        page = rows[:page_size]
-        more = len(rows) > page_size
-        return [iid for _, iid in page], (f"{page[-1][0]!r}|{page[-1][1]}" if more else None)
-
-    async def purge(self, instance_ids: list[str] | None = None, where: PurgeFilter | None = None,
-                    recursive: bool = False) -> int:
-        return await self._write(self._purge, instance_ids, where, recursive,
-                                 lock_key=min(instance_ids, default="") if instance_ids else "")
-
-    def _purge(self, tx: _Tx, instance_ids: list[str] | None, where: PurgeFilter | None, recursive: bool) -> int:
-        if instance_ids is None:
-            where = where or PurgeFilter()
-            statuses = [s for s in where.statuses or TERMINAL if s in TERMINAL_STATUSES]
-            clause, params = "status = ANY(%s)", [statuses]
-            if where.created_from is not None:
-                clause += " AND created_at >= %s"
-                params.append(where.created_from)
-            if where.created_to is not None:
-                clause += " AND created_at < %s"
-                params.append(where.created_to)
-            instance_ids = [iid for (iid,) in tx.run(f"SELECT instance_id FROM instances WHERE {clause}", *params)]
-        else:
-            for iid in instance_ids:
-                row = tx.one("SELECT status FROM instances WHERE instance_id = %s", iid)
-                if row is not None and row[0] not in TERMINAL_STATUSES:
-                    raise WrongState(f"Orchestration instance '{iid}' is {status_name(row[0])}; only finished "
-                                     "instances can be purged (terminate it first).")
-        deleted = 0
-        pending = list(instance_ids)
-        while pending:
-            iid = pending.pop()
-            row = tx.one("SELECT status FROM instances WHERE instance_id = %s FOR UPDATE", iid)
-            if row is None or row[0] not in TERMINAL_STATUSES:
-                continue
-            if recursive:
-                pending += [child for (child,) in tx.run(
-                    "SELECT instance_id FROM instances WHERE parent_instance_id = %s", iid)]
-            self._delete_instance(tx, iid)
-            deleted += 1
-        return deleted
-
     def instance_counts(self) -> list[tuple[str, str, int, int]]:
         with self._pool.connection() as conn:
             return conn.execute("SELECT name, version, status, SUM(count)::bigint FROM instance_counts "
@@ -845,17 +578,8 @@ class PostgresStore(Store):
                    lease_end, lease_end, tx.now, ids, tokens, seqs)
         return items
 
-    @staticmethod
-    def _leased_instance(tx: _Tx, token: str) -> tuple:
-        row = tx.one(f"SELECT {INSTANCE_COLUMNS}, parent, claim_time, lease_token FROM instances "
-                     "WHERE instance_id = %s FOR UPDATE", _instance_of(token))
-        if row is None or row[-1] != token:
-            raise StaleToken("The completion token is unknown or its lease has passed to another worker; "
-                             "the result was not applied.")
-        return row
-
     async def complete_orchestration(self, token: str, response: pb.OrchestratorResponse) -> None:
-        return await self._write(self._complete_orchestration, token, response, lock_key=_instance_of(token))
+        return await self._write(self._complete_orchestration, token, response, lock_key=instance_of(token))
 
     def _complete_orchestration(self, tx: _Tx, token: str, response: pb.OrchestratorResponse) -> None:
         # Taking the events the worker was given goes out with the lease check, in one round trip: it
@@ -863,76 +587,30 @@ class PostgresStore(Store):
         taken = tx.run("DELETE FROM inbox AS i USING instances AS l WHERE i.instance_id = %s "
                        "AND l.instance_id = i.instance_id AND l.lease_token = %s AND i.seq <= l.claim_seq "
                        "AND i.visible_at <= l.claim_time RETURNING i.visible_at, i.seq, i.event",
-                       _instance_of(token), token)
+                       instance_of(token), token)
         row = self._leased_instance(tx, token)
-        state = SqliteStore._state(row[:15], include_payloads=True)
-        parent, claim_time = row[15:17]
-        iid = state.instance_id
+        state = instance_state(row[:15], include_payloads=True)
+        parent, _, claim_time = row[15:18]
         delivered = [event(claim_time, orchestratorStarted=pb.OrchestratorStartedEvent())]
         # In the order the worker was given them (visible_at, seq).
         delivered += [pb.HistoryEvent.FromString(blob) for _, _, blob in sorted(taken.fetchall())]
-        episode = episodes.plan_episode(state, pb.ParentInstanceInfo.FromString(parent) if parent else None,
-                                        delivered, response, tx.now)
-        old_key = (state.name, state.version, state.status)
-        if episode.continue_as_new is not None:
-            self._continue_as_new(tx, state, parent, episode)
-        else:
-            self._append_history(tx, iid, episode.history)
-            finished = episode.status in TERMINAL_STATUSES
-            tx.run("UPDATE instances SET status = %s, output = %s, failure_details = %s, custom_status = %s, "
-                   "updated_at = %s, completed_at = %s, lease_token = NULL, blocked_until = NULL "
-                   "WHERE instance_id = %s",
-                   episode.status, episode.output,
-                   episode.failure_details.SerializeToString() if episode.failure_details else None,
-                   episode.custom_status, tx.now, tx.now if finished else None, iid)
-            self._recount(tx, iid, old_key, (state.name, state.version, episode.status))
-            if finished:
-                self._finish(tx, iid)
-                tx.notice.finished.append((state.name, tx.now - state.created_at))
+        self._apply_episode(tx, state, parent, delivered, response)
+
+    @staticmethod
+    def _add_work(tx: _Tx, state: InstanceState, episode: episodes.Episode) -> None:
         if episode.activities:
             tx.run("INSERT INTO activities (instance_id, execution_id, task_id, name, version, request, ready_at) "
                    "SELECT %s, %s, task_id, name, version, request, %s "
                    "FROM unnest(%s::int[], %s::text[], %s::text[], %s::bytea[]) AS a(task_id, name, version, request)",
-                   iid, state.execution_id, tx.now, *map(list, zip(*(
+                   state.instance_id, state.execution_id, tx.now, *map(list, zip(*(
                        (request.taskId, request.name, request.version.value, request.SerializeToString())
                        for request in episode.activities))))
             tx.notice.work_ready = True
         if episode.timers:
             tx.run("INSERT INTO inbox (instance_id, execution_id, visible_at, event) "
                    "SELECT %s, %s, visible_at, event FROM unnest(%s::float8[], %s::bytea[]) AS t(visible_at, event)",
-                   iid, state.execution_id, *map(list, zip(*(
+                   state.instance_id, state.execution_id, *map(list, zip(*(
                        (fire_at, fired.SerializeToString()) for fire_at, fired in episode.timers))))
-        for message in episode.messages:
-            if isinstance(message, Deliver):
-                self._deliver(tx, message)
-            elif isinstance(message, StartChild):
-                self._start_child(tx, message.new)
-            elif isinstance(message, TerminateOther):
-                self._terminate(tx, message.instance_id, message.reason, message.recursive)
-        self._refresh_ready(tx, iid)
-
-    def _continue_as_new(self, tx: _Tx, state: InstanceState, parent: bytes | None,
-                         episode: episodes.Episode) -> None:
-        """Start a fresh execution: empty history, ExecutionStarted (and carried-over events) first in the
-        inbox, events of the old execution dropped, events raised meanwhile kept."""
-        can = episode.continue_as_new
-        iid = state.instance_id
-        tx.run("DELETE FROM history WHERE instance_id = %s", iid)
-        tx.run("DELETE FROM inbox WHERE instance_id = %s AND execution_id = %s", iid, state.execution_id)
-        tx.run("DELETE FROM activities WHERE instance_id = %s AND lease_token IS NULL", iid)
-        new = NewInstance(instance_id=iid, name=state.name, version=can.version, input=can.input, tags=state.tags,
-                          parent=pb.ParentInstanceInfo.FromString(parent) if parent else None)
-        execution_id = uuid.uuid4().hex
-        status = state.status if state.status == pb.ORCHESTRATION_STATUS_SUSPENDED \
-            else pb.ORCHESTRATION_STATUS_RUNNING
-        tx.run("UPDATE instances SET execution_id = %s, version = %s, input = %s, output = NULL, "
-               "failure_details = NULL, custom_status = %s, status = %s, updated_at = %s, episodes = 0, "
-               "lease_token = NULL, blocked_until = NULL WHERE instance_id = %s",
-               execution_id, can.version, can.input, episode.custom_status, status, tx.now, iid)
-        self._recount(tx, iid, (state.name, state.version, state.status), (state.name, can.version, status))
-        # visible_at 0 sorts these before any event that arrived while the last episode ran.
-        for seed in [episodes.execution_started(new, execution_id, tx.now), *can.carryover]:
-            self._enqueue(tx, iid, seed, None, visible_at=0.0)
 
     async def complete_activity(self, token: str, response: pb.ActivityResponse) -> None:
         return await self._write(self._complete_activity, token, response, lock_key=response.instanceId)
@@ -943,10 +621,9 @@ class PostgresStore(Store):
         instance = tx.run("SELECT status, execution_id, scheduled_start FROM instances WHERE instance_id = %s "
                           "FOR UPDATE", response.instanceId)
         taken = tx.one("DELETE FROM activities WHERE id = %s AND lease_token = %s "
-                       "RETURNING instance_id, execution_id, task_id", _activity_of(token), token)
+                       "RETURNING instance_id, execution_id, task_id", activity_of(token), token)
         if taken is None:
-            raise StaleToken("The completion token is unknown or its lease has passed to another worker; "
-                             "the result was not applied.")
+            raise StaleToken(STALE_TOKEN)
         iid, execution_id, task_id = taken
         if response.HasField("failureDetails"):
             outcome = event(tx.now, taskFailed=pb.TaskFailedEvent(
@@ -958,46 +635,21 @@ class PostgresStore(Store):
         if self._deliver(tx, Deliver(iid, outcome, execution_id), locked_row=row):
             self._refresh_ready(tx, iid)  # held back a little while more results are due
 
-    @staticmethod
-    def _leased_activity(tx: _Tx, token: str) -> tuple[int, str, str, int]:
-        """(id, instance id, execution id, task id) of the activity this token holds; else StaleToken."""
-        row = tx.one("SELECT id, instance_id, execution_id, task_id FROM activities WHERE id = %s AND "
-                     "lease_token = %s FOR UPDATE", _activity_of(token), token)
-        if row is None:
-            raise StaleToken("The completion token is unknown or its lease has passed to another worker; "
-                             "the result was not applied.")
-        return row
-
     async def renew(self, tokens: list[str], lease_seconds: float) -> None:
         return await self._write(self._renew, tokens, lease_seconds, durable=False)
 
     @staticmethod
     def _renew(tx: _Tx, tokens: list[str], lease_seconds: float) -> None:
         lease_end = tx.now + lease_seconds
-        activity_tokens = [t for t in tokens if _activity_of(t) >= 0]
+        activity_tokens = [t for t in tokens if activity_of(t) >= 0]
         instance_tokens = [t for t in tokens if t.startswith("o")]
         if activity_tokens:
             tx.run("UPDATE activities SET ready_at = %s WHERE id = ANY(%s) AND lease_token = ANY(%s)", lease_end,
-                   [_activity_of(t) for t in activity_tokens], activity_tokens)
+                   [activity_of(t) for t in activity_tokens], activity_tokens)
         if instance_tokens:
             tx.run("UPDATE instances SET ready_at = %s, blocked_until = %s WHERE instance_id = ANY(%s) "
-                   "AND lease_token = ANY(%s)", lease_end, lease_end, [_instance_of(t) for t in instance_tokens],
+                   "AND lease_token = ANY(%s)", lease_end, lease_end, [instance_of(t) for t in instance_tokens],
                    instance_tokens)
-
-    async def abandon(self, token: str, retry_after: float = 0.0) -> None:
-        return await self._write(self._abandon, token, retry_after, lock_key=_instance_of(token))
-
-    def _abandon(self, tx: _Tx, token: str, retry_after: float) -> None:
-        if token.startswith("a"):
-            activity_id = self._leased_activity(tx, token)[0]
-            tx.run("UPDATE activities SET lease_token = NULL, ready_at = %s WHERE id = %s", tx.now + retry_after,
-                   activity_id)
-            tx.notice.work_ready = True
-        else:
-            iid = self._leased_instance(tx, token)[0]
-            tx.run("UPDATE instances SET lease_token = NULL, blocked_until = %s WHERE instance_id = %s",
-                   tx.now + retry_after, iid)
-            self._refresh_ready(tx, iid)
 
 
 STORE_PARAMETERS = {"synchronous_commit"}  # query parameters the store reads itself, not libpq
