@@ -1,4 +1,5 @@
-"""The WorkerPool resource as the operator reads it: names, defaults and one parsed view of a body.
+"""The WorkerPool resource as the operator reads it: names, defaults, one parsed view of a body,
+and which values of spec.hub its Secrets cannot be mounted with.
 
 The defaults mirror `crds/workerpools.yaml` (a test keeps them in step): the API server applies
 them on a real cluster, but the operator must not depend on that (older objects, emulators).
