@@ -165,13 +165,15 @@ def mount_as_the_kubelet_would(deployment, secrets: dict[str, dict[str, str]], r
     """Write each mounted Secret item under `root` and return the container's env with paths moved there."""
     pod = pod_of(deployment)
     volumes = {v["name"]: v["secret"] for v in pod["volumes"] or ()}
-    for mount in pod["containers"][0].get("volumeMounts", ()):
+    mounts = pod["containers"][0].get("volumeMounts", ())
+    for mount in mounts:
         secret = volumes[mount["name"]]
         for item in secret["items"]:
             path = root / mount["mountPath"].lstrip("/") / item["path"]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(secrets[secret["secretName"]][item["key"]])
-    return {name: str(root / value.lstrip("/")) if value.startswith("/etc/") else value
+    mounted = tuple(mount["mountPath"] + "/" for mount in mounts)
+    return {name: str(root / value.lstrip("/")) if value.startswith(mounted) else value
             for name, value in env_of(deployment).items()}
 
 
