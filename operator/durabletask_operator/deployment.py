@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from durabletask_operator.spec import API_VERSION, GROUP, KIND, Pool
@@ -12,6 +13,8 @@ VERSION_LABEL = f"{GROUP}/version"
 POOL_LABEL = f"{GROUP}/pool"
 # Seconds between the runner's drain deadline and the kubelet's SIGKILL: room to close streams and exit.
 SHUTDOWN_MARGIN_SECONDS = 10
+# Where the Secrets of spec.hub are mounted in the worker container, one directory per volume.
+SECRETS_DIR = "/etc/durabletask"
 
 
 def selector_labels(pool: Pool) -> dict[str, str]:
@@ -30,6 +33,57 @@ def labels(pool: Pool) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class SecretFile:
+    variable: str  # the runner's setting that names the file
+    key: str  # the key in the Secret
+    name: str  # the file's name in the mount
+
+
+@dataclass(frozen=True)
+class SecretMount:
+    volume: str
+    secret: str
+    files: tuple[SecretFile, ...]
+
+    @property
+    def directory(self) -> str:
+        return f"{SECRETS_DIR}/{self.volume}"
+
+
+def hub_secrets(pool: Pool) -> list[SecretMount]:
+    """The Secrets spec.hub names, with the files the runner reads from each."""
+    mounts = []
+    if pool.hub_tls is not None:
+        tls = pool.hub_tls
+        files = [SecretFile("DURABLETASK_TLS_CA", tls.ca_key, "ca.crt")]
+        if tls.mutual:
+            files += [SecretFile("DURABLETASK_TLS_CERT", tls.cert_key, "tls.crt"),
+                      SecretFile("DURABLETASK_TLS_KEY", tls.key_key, "tls.key")]
+        mounts.append(SecretMount("hub-tls", tls.secret_name, tuple(files)))
+    if pool.hub_auth is not None:
+        token = SecretFile("DURABLETASK_TOKEN_FILE", pool.hub_auth.token_key, "token")
+        mounts.append(SecretMount("hub-token", pool.hub_auth.token_secret, (token,)))
+    return mounts
+
+
+def secret_volumes(pool: Pool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The pod's volumes for `hub_secrets` and the container's read-only mounts of them.
+
+    Only the keys the runner reads are projected (never, say, a server's private key that shares
+    the Secret), under fixed file names, in the kubelet's default mode 0644: the pod sets no
+    fsGroup, and the image's user is not root. Each is a directory mount, never subPath: only then
+    do the kubelet's updates of the Secret reach the files, so a rotated token is sent at the next
+    call. The kubelet mounts them; the operator itself never reads a Secret (nor has RBAC to).
+    """
+    volumes, mounts = [], []
+    for mount in hub_secrets(pool):
+        items = [{"key": file.key, "path": file.name} for file in mount.files]
+        volumes.append({"name": mount.volume, "secret": {"secretName": mount.secret, "items": items}})
+        mounts.append({"name": mount.volume, "mountPath": mount.directory, "readOnly": True})
+    return volumes, mounts
+
+
 def runner_env(pool: Pool) -> list[dict[str, str]]:
     """The worker runner's contract (worker_image/README.md)."""
     env = {
@@ -44,12 +98,15 @@ def runner_env(pool: Pool) -> list[dict[str, str]]:
     }
     if pool.concurrency is not None:
         env["DURABLETASK_CONCURRENCY"] = str(pool.concurrency)
+    for mount in hub_secrets(pool):
+        env.update({file.variable: f"{mount.directory}/{file.name}" for file in mount.files})
     return [{"name": name, "value": value} for name, value in env.items()]
 
 
 def build_deployment(pool: Pool, replicas: int) -> dict[str, Any]:
     own_env = runner_env(pool)
     own_names = {item["name"] for item in own_env}
+    volumes, mounts = secret_volumes(pool)
     container: dict[str, Any] = {
         "name": "worker",
         "image": pool.image,
@@ -59,6 +116,8 @@ def build_deployment(pool: Pool, replicas: int) -> dict[str, Any]:
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10, "failureThreshold": 3},
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5, "failureThreshold": 2},
     }
+    if mounts:
+        container["volumeMounts"] = mounts
     if pool.resources:
         container["resources"] = dict(pool.resources)
     pool_labels = labels(pool)
@@ -80,6 +139,8 @@ def build_deployment(pool: Pool, replicas: int) -> dict[str, Any]:
                 "spec": {
                     "terminationGracePeriodSeconds": pool.drain_grace_seconds + SHUTDOWN_MARGIN_SECONDS,
                     "containers": [container],
+                    # None rather than absent: the merge patch then removes volumes an earlier spec added.
+                    "volumes": volumes or None,
                 },
             },
         },

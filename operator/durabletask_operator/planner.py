@@ -23,7 +23,7 @@ from functools import cmp_to_key
 from typing import Any
 
 from durabletask.internal.versions import compare_versions
-from durabletask_operator.spec import FAILURE_STRATEGIES, MATCH_STRATEGIES, Pool
+from durabletask_operator.spec import FAILURE_STRATEGIES, MATCH_STRATEGIES, Pool, hub_problem
 
 ACTIVE, DRAINING, DRAINED, SCALED_DOWN, INVALID = "Active", "Draining", "Drained", "ScaledDown", "Invalid"
 
@@ -82,6 +82,8 @@ def spec_problem(pool: Pool, group: Sequence[Pool]) -> str | None:
         return f"spec.matchStrategy {pool.match_strategy!r} is not one of {', '.join(MATCH_STRATEGIES)}."
     if pool.failure_strategy not in FAILURE_STRATEGIES:
         return f"spec.failureStrategy {pool.failure_strategy!r} is not one of {', '.join(FAILURE_STRATEGIES)}."
+    if problem := hub_problem(pool):
+        return problem
     twins = sorted(other.name for other in group if other.name != pool.name
                    and _LABEL_VALUE.match(other.version) and compare_versions(other.version, pool.version) == 0)
     if twins:

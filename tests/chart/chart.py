@@ -19,19 +19,22 @@ MONITORING_ON = {"monitoring": {"serviceMonitor": {"enabled": True}, "prometheus
                                 "dashboard": {"enabled": True}}}
 
 
-def example_pools() -> list[dict]:
-    """crds/examples/ as `workerPools` values (their taskHubAddress left to the chart's default)."""
+def example_pools(directory: str = "") -> list[dict]:
+    """crds/examples/ (or one of its subdirectories) as `workerPools` values (their taskHubAddress
+    left to the chart's default)."""
     pools = []
-    for path in sorted((REPO / "crds" / "examples").glob("*.yaml")):
+    for path in sorted((REPO / "crds" / "examples" / directory).glob("*.yaml")):
         manifest = yaml.safe_load(path.read_text())
         spec = {k: v for k, v in manifest["spec"].items() if k != "taskHubAddress"}
         pools.append({"name": manifest["metadata"]["name"], "spec": spec})
     return pools
 
-# Mutual TLS from a cert-manager Secret, bearer tokens from another, and the ServiceMonitor on https.
+# Mutual TLS from a cert-manager Secret, bearer tokens from another, the ServiceMonitor on https,
+# and a WorkerPool whose workers mount their client certificate and token.
 TLS_AND_AUTH = {"server": {"tls": {"secretName": "hub-tls", "clientCaKey": "ca.crt"},
                            "auth": {"tokenSecret": "hub-tokens", "tokenKey": "accepted"}},
-                "monitoring": {"serviceMonitor": {"enabled": True}}}
+                "monitoring": {"serviceMonitor": {"enabled": True}},
+                "workerPools": example_pools("secured-hub")}
 
 
 # The value combinations every static check runs on.

@@ -83,6 +83,9 @@ def test_the_operator_works_within_its_rendered_rbac(crds_applied, namespace, hu
     pools = example_pools()
     for pool in pools:  # no instances on the hub: once v2 comes, v1 drains at once, scales down, is deleted
         pool["spec"]["drain"] = {"gracePeriodSeconds": 1, "scaleDownDelaySeconds": 0, "deleteDelaySeconds": 0}
+    # v2 mounts Secrets for a secured hub: the kubelet reads them, so the operator needs no grant for them.
+    [secured] = example_pools("secured-hub")
+    pools[1]["spec"]["hub"] = secured["spec"]["hub"]
     operator_values = {"intervalSeconds": 0.3, "healthPort": free_port(), **scope}
     objects = render({"workerPools": pools, "operator": operator_values}, namespace=namespace)
     v2 = only(objects, "WorkerPool", "orders-v2")
@@ -106,6 +109,9 @@ def test_the_operator_works_within_its_rendered_rbac(crds_applied, namespace, hu
         wait_until(lambda: deployments().get("orders-v1") == 2, what="v1 serving")
         crds_applied.apply(namespace, manifest_stream([v2]))
         wait_until(lambda: deployments().get("orders-v2") == 3 and phase("orders-v2") == "Active", what="v2 serving")
+        v2_pod = json.loads(crds_applied.kubectl("get", "deployment", "orders-v2", "-n", namespace, "-o", "json")
+                            )["spec"]["template"]["spec"]
+        assert v2_pod["volumes"][0]["secret"]["secretName"] == secured["spec"]["hub"]["tls"]["secretName"]
         wait_until(lambda: phase("orders-v1") == "ScaledDown" and "orders-v1" not in deployments(),
                    what="v1 scaled down and its Deployment deleted")
         crds_applied.kubectl("patch", "workerpool", "orders-v2", "-n", namespace, "--type=merge",

@@ -51,10 +51,13 @@ def test_lints_strictly(values):
 @pytest.mark.parametrize("values", COMBINATIONS.values(), ids=COMBINATIONS.keys())
 def test_every_object_is_valid_kubernetes(values):
     objects = render(values) + crds()
+    [crd] = crds()
     for obj in objects:
-        if obj["kind"] in PROMETHEUS_KINDS or obj["apiVersion"].startswith("durabletask.dev/"):
-            continue  # custom resources: checked against their own schemas below
-        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+        if obj["apiVersion"].startswith("durabletask.dev/"):
+            jsonschema.validate(obj, crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+                                cls=jsonschema.Draft7Validator)
+        elif obj["kind"] not in PROMETHEUS_KINDS:  # the Prometheus operator's: checked against their own schemas below
+            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
 
 
 def test_the_crd_is_the_one_in_crds(tmp_path):
@@ -279,6 +282,8 @@ def test_notes_tell_where_the_server_is_and_what_to_do_next():
     assert f"rollout status deployment/{SERVER}" in notes and "kubectl get workerpools" in notes
     secured = render_files(TLS_AND_AUTH)["durabletask/templates/NOTES.txt"]
     assert f"{SERVER}.{NAMESPACE}.svc:4001 (gRPC over mutual TLS, bearer token required)" in secured
+    assert "spec.hub.tls: {secretName: SECRET, mutual: true}" in secured and "spec.hub.auth:" in secured
+    assert "spec.hub" not in notes
 
 
 DOCUMENTED_AS_A_WHOLE = {"resources", "labels", "podSecurityContext", "securityContext"}

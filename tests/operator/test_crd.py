@@ -13,7 +13,8 @@ CRDS = Path(__file__).resolve().parents[2] / "crds"
 CRD = yaml.safe_load((CRDS / "workerpools.yaml").read_text())
 VERSION = CRD["spec"]["versions"][0]
 SCHEMA = VERSION["schema"]["openAPIV3Schema"]
-EXAMPLES = sorted((CRDS / "examples").glob("*.yaml"))
+EXAMPLES = sorted((CRDS / "examples").glob("*.yaml"))  # what `kubectl apply -f crds/examples/` applies
+ALL_EXAMPLES = sorted((CRDS / "examples").rglob("*.yaml"))  # and the variants in subdirectories
 
 
 def validate(manifest):
@@ -33,7 +34,7 @@ def test_there_are_v1_and_v2_examples_of_one_app():
     assert sorted(m["spec"]["version"] for m in manifests) == ["1.0", "2.0"]
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", ALL_EXAMPLES, ids=lambda p: str(p.relative_to(CRDS / "examples")))
 def test_examples_match_the_schema(path):
     validate(yaml.safe_load(path.read_text()))
 
@@ -46,6 +47,12 @@ def test_examples_match_the_schema(path):
     (lambda s: s.update(taskHubAddress="no-port"), "taskHubAddress"),
     (lambda s: s.pop("image"), "image"),
     (lambda s: s["drain"].update(scaleDownDelaySeconds=-5), "scaleDownDelaySeconds"),
+    (lambda s: s.update(hub={"tls": {"caKey": "ca.crt"}}), "secretName"),
+    (lambda s: s.update(hub={"tls": {"secretName": "Hub_TLS"}}), "Hub_TLS"),
+    (lambda s: s.update(hub={"tls": {"secretName": "hub", "mutual": "yes"}}), "mutual"),
+    (lambda s: s.update(hub={"tls": {"secretName": "hub", "keyKey": "keys/tls.key"}}), "keys/tls.key"),
+    (lambda s: s.update(hub={"auth": {"tokenKey": "token"}}), "tokenSecret"),
+    (lambda s: s.update(hub={"auth": {"tokenSecret": "hub-token", "tokenKey": "a b"}}), "a b"),
 ])
 def test_the_schema_rejects_bad_specs(change, field):
     manifest = copy.deepcopy(yaml.safe_load(EXAMPLES[0].read_text()))
@@ -60,6 +67,14 @@ def test_operator_defaults_are_the_crd_defaults():
     assert {name: properties[name]["default"] for name in spec.DEFAULTS} == spec.DEFAULTS
     drain = properties["drain"]["properties"]
     assert {name: drain[name]["default"] for name in spec.DRAIN_DEFAULTS} == spec.DRAIN_DEFAULTS
+    hub = properties["hub"]["properties"]
+    for defaults, fields in ((spec.HUB_TLS_DEFAULTS, hub["tls"]["properties"]),
+                             (spec.HUB_AUTH_DEFAULTS, hub["auth"]["properties"])):
+        assert {name: field["default"] for name, field in fields.items() if "default" in field} == defaults
+        for name, field in fields.items():  # the operator's own checks are the schema's
+            if field["type"] == "string":
+                pattern = spec.SECRET_NAME if name in ("secretName", "tokenSecret") else spec.SECRET_KEY
+                assert (field["pattern"], field["maxLength"]) == (pattern.pattern, spec.MAX_NAME_OR_KEY), name
     assert tuple(properties["matchStrategy"]["enum"]) == spec.MATCH_STRATEGIES
     assert tuple(properties["failureStrategy"]["enum"]) == spec.FAILURE_STRATEGIES
 

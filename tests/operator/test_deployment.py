@@ -1,7 +1,9 @@
 """What a WorkerPool's Deployment looks like, and when an existing one counts as drifted."""
 
 import copy
+from pathlib import Path
 
+import kubernetes_validate
 import pytest
 from durabletask_worker.config import parse_config
 
@@ -19,6 +21,13 @@ def pool(**spec):
 
 def env_of(deployment):
     return {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def pod_of(deployment):
+    return deployment["spec"]["template"]["spec"]
+
+
+MUTUAL_TLS_AND_TOKEN = {"tls": {"secretName": "hub-client", "mutual": True}, "auth": {"tokenSecret": "hub-token"}}
 
 
 def test_the_runner_gets_its_contract_as_environment_variables():
@@ -100,3 +109,81 @@ def test_the_worker_runner_accepts_the_environment_we_give_it(match, failure):
     assert config.match_strategy.name.replace("_", "") == match.upper()
     assert config.failure_strategy.name == failure.upper()
     assert (config.concurrency, config.http_port, config.drain_seconds) == (7, 8080, 45)
+
+
+def test_hub_secrets_are_mounted_read_only_as_directories_with_the_runners_variables():
+    deployment = build_deployment(pool(hub=MUTUAL_TLS_AND_TOKEN), 1)
+    pod = pod_of(deployment)
+    assert pod["volumes"] == [
+        {"name": "hub-tls", "secret": {"secretName": "hub-client", "items": [
+            {"key": "ca.crt", "path": "ca.crt"}, {"key": "tls.crt", "path": "tls.crt"},
+            {"key": "tls.key", "path": "tls.key"}]}},
+        {"name": "hub-token", "secret": {"secretName": "hub-token", "items": [{"key": "token", "path": "token"}]}},
+    ]
+    # Directories, never subPath: the kubelet's updates of a Secret (a rotated token) reach only those.
+    assert pod["containers"][0]["volumeMounts"] == [
+        {"name": "hub-tls", "mountPath": "/etc/durabletask/hub-tls", "readOnly": True},
+        {"name": "hub-token", "mountPath": "/etc/durabletask/hub-token", "readOnly": True},
+    ]
+    env = env_of(deployment)
+    assert (env["DURABLETASK_TLS_CA"], env["DURABLETASK_TLS_CERT"], env["DURABLETASK_TLS_KEY"]) == (
+        "/etc/durabletask/hub-tls/ca.crt", "/etc/durabletask/hub-tls/tls.crt", "/etc/durabletask/hub-tls/tls.key")
+    assert env["DURABLETASK_TOKEN_FILE"] == "/etc/durabletask/hub-token/token"
+    kubernetes_validate.validate(deployment, "1.37.0", strict=True)
+
+
+def test_without_mutual_tls_only_the_ca_is_mounted_under_the_key_name_given():
+    deployment = build_deployment(pool(hub={"tls": {"secretName": "hub-tls", "caKey": "root.pem"}}), 1)
+    assert pod_of(deployment)["volumes"] == [
+        {"name": "hub-tls", "secret": {"secretName": "hub-tls", "items": [{"key": "root.pem", "path": "ca.crt"}]}}]
+    env = env_of(deployment)
+    assert env["DURABLETASK_TLS_CA"] == "/etc/durabletask/hub-tls/ca.crt"
+    assert not {"DURABLETASK_TLS_CERT", "DURABLETASK_TLS_KEY", "DURABLETASK_TOKEN_FILE"} & env.keys()
+
+
+def test_the_runners_own_secret_variables_win_over_the_users():
+    user_env = [{"name": "DURABLETASK_TOKEN_FILE", "value": "/elsewhere"}]
+    env = env_of(build_deployment(pool(hub=MUTUAL_TLS_AND_TOKEN, template={"env": user_env}), 1))
+    assert env["DURABLETASK_TOKEN_FILE"] == "/etc/durabletask/hub-token/token"
+
+
+def test_dropping_spec_hub_is_drift_that_removes_the_volumes():
+    with_hub = build_deployment(pool(hub=MUTUAL_TLS_AND_TOKEN), 1)
+    without = build_deployment(pool(), 1)
+    assert "volumeMounts" not in pod_of(without)["containers"][0]
+    # Explicitly null, so that the merge patch deletes the volumes instead of leaving them in place.
+    assert "volumes" in pod_of(without) and pod_of(without)["volumes"] is None
+    assert drifted(without["spec"], with_hub["spec"]) and not drifted(without["spec"], copy.deepcopy(without["spec"]))
+    live = copy.deepcopy(with_hub)
+    live["spec"]["template"]["spec"]["volumes"][1]["secret"]["defaultMode"] = 420  # the API server's default
+    assert not drifted(with_hub["spec"], live["spec"])
+    live["spec"]["template"]["spec"]["volumes"][1]["secret"]["secretName"] = "other"
+    assert drifted(with_hub["spec"], live["spec"])
+
+
+def mount_as_the_kubelet_would(deployment, secrets: dict[str, dict[str, str]], root: Path) -> dict[str, str]:
+    """Write each mounted Secret item under `root` and return the container's env with paths moved there."""
+    pod = pod_of(deployment)
+    volumes = {v["name"]: v["secret"] for v in pod["volumes"] or ()}
+    mounts = pod["containers"][0].get("volumeMounts", ())
+    for mount in mounts:
+        secret = volumes[mount["name"]]
+        for item in secret["items"]:
+            path = root / mount["mountPath"].lstrip("/") / item["path"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets[secret["secretName"]][item["key"]])
+    mounted = tuple(mount["mountPath"] + "/" for mount in mounts)
+    return {name: str(root / value.lstrip("/")) if value.startswith(mounted) else value
+            for name, value in env_of(deployment).items()}
+
+
+def test_the_worker_runner_reads_the_mounted_secrets_from_the_variables_we_give_it(tmp_path):
+    """The contract with worker_image/: each file variable names a file a mount provides, from the right key."""
+    deployment = build_deployment(pool(hub={
+        "tls": {"secretName": "hub-client", "mutual": True, "caKey": "root.pem", "keyKey": "private.pem"},
+        "auth": {"tokenSecret": "hub-token", "tokenKey": "worker"}}), 1)
+    secrets = {"hub-client": {"root.pem": "CA", "tls.crt": "CERT", "private.pem": "KEY", "ca.crt": "not this"},
+               "hub-token": {"worker": "s3cret\n", "token": "not this"}}
+    config = parse_config([], mount_as_the_kubelet_would(deployment, secrets, tmp_path))
+    files = (config.tls_ca, config.tls_cert, config.tls_key, config.token_file)
+    assert [Path(path).read_text() for path in files] == ["CA", "CERT", "KEY", "s3cret\n"]

@@ -54,6 +54,31 @@ def test_a_pool_becomes_an_owned_deployment_that_follows_the_spec(hub, cluster, 
     assert ("Normal", "Active") in cluster.events(namespace, "orders-v1")
 
 
+def test_a_pool_for_a_secured_hub_gets_its_secrets_mounted_and_loses_them_with_spec_hub(
+        hub, cluster, namespace, start_operator):
+    start_operator("--hub-metrics-url", hub.metrics_url)
+    secured = {"tls": {"secretName": "hub-client", "mutual": True}, "auth": {"tokenSecret": "hub-token"}}
+    cluster.apply(namespace, manifest("orders-v1", "1.0", hub=secured))
+    pod = wait_until(lambda: cluster.deployment(namespace, "orders-v1"), what="Deployment")["spec"]["template"]["spec"]
+    secrets = [(v["name"], v["secret"]["secret_name"], [item["key"] for item in v["secret"]["items"]])
+               for v in pod["volumes"]]
+    assert secrets == [("hub-tls", "hub-client", ["ca.crt", "tls.crt", "tls.key"]),
+                       ("hub-token", "hub-token", ["token"])]
+    container = pod["containers"][0]
+    assert [(m["mount_path"], m["read_only"], m["sub_path"]) for m in container["volume_mounts"]] == [
+        ("/etc/durabletask/hub-tls", True, None), ("/etc/durabletask/hub-token", True, None)]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["DURABLETASK_TLS_CA"] == "/etc/durabletask/hub-tls/ca.crt"
+    assert env["DURABLETASK_TOKEN_FILE"] == "/etc/durabletask/hub-token/token"
+
+    # Without spec.hub the Deployment mounts nothing any more (a Secret deleted later cannot block new pods).
+    cluster.apply(namespace, manifest("orders-v1", "1.0"))
+    pod = wait_until(lambda: (d := cluster.deployment(namespace, "orders-v1")["spec"]["template"]["spec"])
+                     ["containers"][0]["volume_mounts"] is None and d, what="mounts removed")
+    assert pod["volumes"] is None
+    assert not any(e["name"].startswith(("DURABLETASK_TLS_", "DURABLETASK_TOKEN")) for e in pod["containers"][0]["env"])
+
+
 def test_invalid_pools_are_reported_and_the_others_still_served(hub, cluster, namespace, start_operator):
     start_operator("--hub-metrics-url", hub.metrics_url)
     for name, version, app in (("a", "1.0", "orders"), ("b", "1.0.0", "orders"), ("c", "1.0", "billing")):

@@ -183,15 +183,16 @@ def test_metrics_unknown_is_reported_once_until_it_changes():
     assert plan([again, pool("v2", "2.0")], None)["v1"].events == []
 
 
-@pytest.mark.parametrize("version, match, failure, message", [
-    ("1.0 beta", "Strict", "Reject", "spec.version '1.0 beta' is not a valid version"),
-    ("", "Strict", "Reject", "spec.version '' is not a valid version"),
-    ("1.0", "Newest", "Reject", "spec.matchStrategy 'Newest' is not one of None, Strict, CurrentOrOlder."),
-    ("1.0", "Strict", "Retry", "spec.failureStrategy 'Retry' is not one of Reject, Fail."),
+@pytest.mark.parametrize("spec, message", [
+    ({"version": "1.0 beta"}, "spec.version '1.0 beta' is not a valid version"),
+    ({"version": ""}, "spec.version '' is not a valid version"),
+    ({"matchStrategy": "Newest"}, "spec.matchStrategy 'Newest' is not one of None, Strict, CurrentOrOlder."),
+    ({"failureStrategy": "Retry"}, "spec.failureStrategy 'Retry' is not one of Reject, Fail."),
+    ({"hub": {"auth": {"tokenSecret": "Hub_Token"}}}, "spec.hub.auth.tokenSecret 'Hub_Token' is not a Secret name"),
 ])
-def test_an_invalid_pool_is_reported_and_left_alone_while_the_others_are_planned(version, match, failure, message):
+def test_an_invalid_pool_is_reported_and_left_alone_while_the_others_are_planned(spec, message):
     bad = Pool.from_body({"metadata": {"name": "bad"}, "spec": {
-        "app": "orders", "version": version, "matchStrategy": match, "failureStrategy": failure}})
+        "app": "orders", "version": "1.0", "matchStrategy": "Strict", "failureStrategy": "Reject", **spec}})
     plans = plan_group([bad, pool("v1", "1.5")], running(pool("v1", "1.5")), {"1.5": 1}, NOW)
     bad_plan = plans["bad"]
     assert (bad_plan.replicas, bad_plan.delete_deployment, bad_plan.status["phase"]) == (None, False, "Invalid")
