@@ -53,7 +53,7 @@ from durabletask.server.stores import safe_url
 from durabletask.server.stores.base import (
     RESULT_BATCH_SECONDS, TERMINAL_STATUSES, ClaimResult, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery,
     InstanceState, NameFilter, NewInstance, PurgeFilter, StaleToken, Store, WorkFilters, WorkItem,
-    WrongState, status_name)
+    WrongState, activity_row_id, list_key, parse_list_key, prefix_end, status_name)
 # SQL-independent pieces shared with the twin (row -> InstanceState, history encoding, constants).
 from durabletask.server.stores.sqlite import (
     INSTANCE_COLUMNS, TERMINAL, UNCLAIMABLE, UNCLAIMABLE_SQL, SqliteStore, StoreUrlError, _history_bytes)
@@ -662,8 +662,11 @@ class PostgresStore(Store):
             where.append("created_at < %s")
             params.append(query.created_to)
         if query.id_prefix:  # a key range, so the primary key index finds it
-            where.append("instance_id >= %s AND instance_id < %s")
-            params += [query.id_prefix, query.id_prefix[:-1] + chr(ord(query.id_prefix[-1]) + 1)]
+            where.append("instance_id >= %s")
+            params.append(query.id_prefix)
+            if (end := prefix_end(query.id_prefix)) is not None:
+                where.append("instance_id < %s")
+                params.append(end)
         if query.after_id is not None:
             where.append("instance_id > %s")
             params.append(query.after_id)
@@ -694,15 +697,15 @@ class PostgresStore(Store):
             where.append("completed_at < %s")
             params.append(completed_to)
         if after:
-            at, _, last_id = after.partition("|")
+            at, last_id = parse_list_key(after)
             where.append("(completed_at > %s OR (completed_at = %s AND instance_id > %s))")
-            params += [float(at), float(at), last_id]
+            params += [at, at, last_id]
         rows = conn.execute(
             f"SELECT completed_at, instance_id FROM instances WHERE {' AND '.join(where)} "
             "ORDER BY completed_at, instance_id LIMIT %s", (*params, page_size + 1)).fetchall()
         page = rows[:page_size]
         more = len(rows) > page_size
-        return [iid for _, iid in page], (f"{page[-1][0]!r}|{page[-1][1]}" if more else None)
+        return [iid for _, iid in page], (list_key(*page[-1]) if more else None)
 
     async def purge(self, instance_ids: list[str] | None = None, where: PurgeFilter | None = None,
                     recursive: bool = False) -> int:
@@ -926,10 +929,9 @@ class PostgresStore(Store):
     @staticmethod
     def _leased_activity(tx: _Tx, token: str) -> tuple[int, str, str, int]:
         """(id, instance id, execution id, task id) of the activity this token holds; else StaleToken."""
-        id_part = token[1:].partition(".")[0]
         row = tx.one("SELECT id, instance_id, execution_id, task_id FROM activities WHERE id = %s AND "
                      "lease_token = %s FOR UPDATE",
-                     int(id_part) if token.startswith("a") and id_part.isdigit() else -1, token)
+                     activity_row_id(token), token)
         if row is None:
             raise StaleToken("The completion token is unknown or its lease has passed to another worker; "
                              "the result was not applied.")
@@ -941,11 +943,11 @@ class PostgresStore(Store):
     @staticmethod
     def _renew(tx: _Tx, tokens: list[str], lease_seconds: float) -> None:
         lease_end = tx.now + lease_seconds
-        activity_tokens = [t for t in tokens if t.startswith("a") and t[1:].partition(".")[0].isdigit()]
+        activity_tokens = [t for t in tokens if activity_row_id(t) >= 0]
         instance_tokens = [t for t in tokens if t.startswith("o")]
         if activity_tokens:
             tx.run("UPDATE activities SET ready_at = %s WHERE id = ANY(%s) AND lease_token = ANY(%s)", lease_end,
-                   [int(t[1:].partition(".")[0]) for t in activity_tokens], activity_tokens)
+                   [activity_row_id(t) for t in activity_tokens], activity_tokens)
         if instance_tokens:
             tx.run("UPDATE instances SET ready_at = %s, blocked_until = %s WHERE instance_id = ANY(%s) "
                    "AND lease_token = ANY(%s)", lease_end, lease_end, [_instance_of(t) for t in instance_tokens],

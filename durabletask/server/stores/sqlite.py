@@ -35,7 +35,7 @@ from durabletask.server.episodes import Deliver, StartChild, TerminateOther, eve
 from durabletask.server.stores.base import (
     RESULT_BATCH_SECONDS, TERMINAL_STATUSES, ClaimResult, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery,
     InstanceState, NameFilter, NewInstance, PurgeFilter, StaleToken, Store, WorkFilters, WorkItem,
-    WrongState, status_name)
+    WrongState, activity_row_id, list_key, parse_list_key, prefix_end, status_name)
 
 log = logging.getLogger(__name__)
 
@@ -509,8 +509,11 @@ class SqliteStore(Store):
             where.append("created_at < ?")
             params.append(query.created_to)
         if query.id_prefix:  # a key range, so the primary key index finds it
-            where.append("instance_id >= ? AND instance_id < ?")
-            params += [query.id_prefix, query.id_prefix[:-1] + chr(ord(query.id_prefix[-1]) + 1)]
+            where.append("instance_id >= ?")
+            params.append(query.id_prefix)
+            if (end := prefix_end(query.id_prefix)) is not None:
+                where.append("instance_id < ?")
+                params.append(end)
         if query.after_id is not None:
             where.append("instance_id > ?")
             params.append(query.after_id)
@@ -540,15 +543,15 @@ class SqliteStore(Store):
             where.append("completed_at < ?")
             params.append(completed_to)
         if after:
-            at, _, last_id = after.partition("|")
+            at, last_id = parse_list_key(after)
             where.append("(completed_at > ? OR (completed_at = ? AND instance_id > ?))")
-            params += [float(at), float(at), last_id]
+            params += [at, at, last_id]
         rows = self._reader().execute(
             f"SELECT completed_at, instance_id FROM instances WHERE {' AND '.join(where)} "
             "ORDER BY completed_at, instance_id LIMIT ?", (*params, page_size + 1)).fetchall()
         page = rows[:page_size]
         more = len(rows) > page_size
-        return [iid for _, iid in page], (f"{page[-1][0]!r}|{page[-1][1]}" if more else None)
+        return [iid for _, iid in page], (list_key(*page[-1]) if more else None)
 
     async def purge(self, instance_ids: list[str] | None = None, where: PurgeFilter | None = None,
               recursive: bool = False) -> int:
@@ -758,9 +761,8 @@ class SqliteStore(Store):
     @staticmethod
     def _leased_activity(tx: _Tx, token: str) -> tuple[int, str, str, int]:
         """(id, instance id, execution id, task id) of the activity this token holds; else StaleToken."""
-        id_part = token[1:].partition(".")[0]
         row = tx.one("SELECT id, instance_id, execution_id, task_id FROM activities WHERE id = ? AND lease_token = ?",
-                     int(id_part) if token.startswith("a") and id_part.isdigit() else -1, token)
+                     activity_row_id(token), token)
         if row is None:
             raise StaleToken("The completion token is unknown or its lease has passed to another worker; "
                              "the result was not applied.")
@@ -775,7 +777,7 @@ class SqliteStore(Store):
         for token in tokens:
             if token.startswith("a"):
                 tx.run("UPDATE activities SET ready_at = ? WHERE lease_token = ? AND id = ?", lease_end, token,
-                       token[1:].partition(".")[0])
+                       activity_row_id(token))
             else:
                 tx.run("UPDATE instances SET ready_at = ?, blocked_until = ? WHERE lease_token = ? AND instance_id = ?",
                        lease_end, lease_end, token, token.partition(".")[2])
