@@ -191,17 +191,13 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name} must not be negative (0 means "
                                                                       "the server's default).")
 
-    def _payload_problem(self, **payloads: wrappers_pb2.StringValue | str | message.Message | None) -> str | None:
+    def _payload_problem(self, **payloads: wrappers_pb2.StringValue | str | None) -> str | None:
         for what, value in payloads.items():
-            if isinstance(value, wrappers_pb2.StringValue):
-                value = value.value
-            if not value:
-                continue
+            text = value.value if isinstance(value, wrappers_pb2.StringValue) else value
             # A str of n characters encodes to at most 4n bytes: only long ones need encoding.
-            if isinstance(value, str) and len(value) * 4 <= self._max_payload:
+            if not text or len(text) * 4 <= self._max_payload:
                 continue
-            size = len(value.encode()) if isinstance(value, str) else value.ByteSize()
-            if size > self._max_payload:
+            if (size := len(text.encode())) > self._max_payload:
                 return (f"The {what} is {size} bytes, over this server's payload limit of {self._max_payload} "
                         "bytes (--max-payload-bytes).")
         return None
@@ -216,7 +212,7 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
             kind = action.WhichOneof("orchestratorActionType")
             body = getattr(action, kind) if kind else None
             problem = self._payload_problem(**{f"{kind} {field}": getattr(body, field)
-                                               for field in ("input", "result", "data", "failureDetails")
+                                               for field in ("input", "result", "data")
                                                if body is not None and hasattr(body, field)})
             if problem is not None:
                 return grpc.StatusCode.RESOURCE_EXHAUSTED, "PayloadTooLarge", problem
@@ -425,9 +421,7 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
 
     async def CompleteActivityTask(self, request: pb.ActivityResponse, context):
         try:
-            problem = self._payload_problem(activity_result=request.result,
-                                            activity_failure_details=request.failureDetails
-                                            if request.HasField("failureDetails") else None)
+            problem = self._payload_problem(activity_result=request.result)
             if problem is not None:
                 failed = pb.ActivityResponse(
                     instanceId=request.instanceId, taskId=request.taskId, completionToken=request.completionToken,
