@@ -246,3 +246,26 @@ def test_our_server_refuses_what_would_do_nothing_or_harm(shared_server):
                         pb.GetInstanceRequest(instanceId="x" * 257)]:
             assert refused(hub.GetInstance, request).code() == grpc.StatusCode.INVALID_ARGUMENT
         hub.TerminateInstance(pb.TerminateRequest(instanceId=running))
+
+
+def test_text_postgresql_cannot_keep_is_refused_and_fails_a_completion(server_factory, postgres_cluster):
+    """PostgreSQL text holds no NUL character (SQLite's does): such a request is INVALID_ARGUMENT, and such
+    a completion is settled as a failure like any other that cannot be applied."""
+    server = server_factory(store_url=postgres_cluster.new_database())
+    worker = RawWorker(server.address)
+    try:
+        error = refused(worker.stub.StartInstance, pb.CreateInstanceRequest(instanceId="nul", name="w\x00"))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.details() == ("The PostgreSQL store cannot keep this request: PostgreSQL text fields cannot "
+                                   "contain NUL (0x00) bytes.")
+        worker.stub.StartInstance(pb.CreateInstanceRequest(instanceId="nul", name="w"))
+        item = worker.next()
+        error = refused(worker.stub.CompleteOrchestratorTask, episode("nul", item.completionToken, complete('"\x00"')))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.details().endswith("The orchestration was failed with this message.")
+        assert worker.idle(wait=1.0)
+        state = state_of(worker.stub, "nul")
+        assert (state.orchestrationStatus, state.failureDetails.errorType) == (pb.ORCHESTRATION_STATUS_FAILED,
+                                                                               "Unstorable")
+    finally:
+        worker.close()

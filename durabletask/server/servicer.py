@@ -18,7 +18,7 @@ from durabletask.server.episodes import epoch, optional_string, timestamp
 from durabletask.server.metrics import ACTIVITY, ORCHESTRATION, HubMetrics
 from durabletask.server.stores.base import (
     TERMINAL_STATUSES, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery, InstanceState, NameFilter,
-    NewInstance, PurgeFilter, StaleToken, Store, StoreError, WorkFilters, WrongState, status_name)
+    NewInstance, PurgeFilter, StaleToken, Store, StoreError, Unstorable, WorkFilters, WrongState, status_name)
 
 HEALTH_PING_SECONDS = 30.0  # well inside the SDK's 120 s silent-disconnect timeout
 ABANDON_BACKOFF_SECONDS = 0.5
@@ -171,7 +171,11 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
         try:
             return await fn(*args)
         except StoreError as error:
-            await context.abort(ERROR_CODES.get(type(error), grpc.StatusCode.INVALID_ARGUMENT), str(error))
+            await TaskHubServicer._refuse(context, error)
+
+    @staticmethod
+    async def _refuse(context, error: StoreError) -> None:
+        await context.abort(ERROR_CODES.get(type(error), grpc.StatusCode.INVALID_ARGUMENT), str(error))
 
     @staticmethod
     async def _check_id(context, instance_id: str) -> None:
@@ -407,13 +411,13 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
     # same result again, for ever.
     async def CompleteOrchestratorTask(self, request: pb.OrchestratorResponse, context):
         try:
-            refusal = self._episode_refusal(request)
+            refusal = self._episode_refusal(request) or await self._apply(
+                context, self._store.complete_orchestration, request)
             if refusal is not None:
                 code, error_type, problem = refusal
                 await self._call(context, self._store.complete_orchestration, request.completionToken,
                                  failed_episode(request, error_type, problem))
                 await context.abort(code, f"{problem} The orchestration was failed with this message.")
-            await self._call(context, self._store.complete_orchestration, request.completionToken, request)
             self._metrics.completed.labels(ORCHESTRATION).inc()
         finally:
             self._dispatcher.settled(request.completionToken)
@@ -422,19 +426,30 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
     async def CompleteActivityTask(self, request: pb.ActivityResponse, context):
         try:
             problem = self._payload_problem(activity_result=request.result)
-            if problem is not None:
+            refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED, "PayloadTooLarge", problem) if problem else \
+                await self._apply(context, self._store.complete_activity, request)
+            if refusal is not None:
+                code, error_type, problem = refusal
                 failed = pb.ActivityResponse(
                     instanceId=request.instanceId, taskId=request.taskId, completionToken=request.completionToken,
-                    failureDetails=pb.TaskFailureDetails(errorType="PayloadTooLarge", errorMessage=problem,
+                    failureDetails=pb.TaskFailureDetails(errorType=error_type, errorMessage=problem,
                                                          isNonRetriable=True))
                 await self._call(context, self._store.complete_activity, request.completionToken, failed)
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    f"{problem} The activity was recorded as failed with this message.")
-            await self._call(context, self._store.complete_activity, request.completionToken, request)
+                await context.abort(code, f"{problem} The activity was recorded as failed with this message.")
             self._metrics.completed.labels(ACTIVITY).inc()
         finally:
             self._dispatcher.settled(request.completionToken)
         return pb.CompleteTaskResponse()
+
+    async def _apply(self, context, complete, request) -> tuple[grpc.StatusCode, str, str] | None:
+        """Apply a worker's completion; the refusal, if the store cannot keep what it holds."""
+        try:
+            await complete(request.completionToken, request)
+        except Unstorable as error:
+            return grpc.StatusCode.INVALID_ARGUMENT, "Unstorable", str(error)
+        except StoreError as error:
+            await self._refuse(context, error)
+        return None
 
     async def AbandonTaskOrchestratorWorkItem(self, request: pb.AbandonOrchestrationTaskRequest, context):
         await self._abandon(context, request.completionToken, ORCHESTRATION)

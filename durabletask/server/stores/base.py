@@ -96,6 +96,10 @@ class WrongState(StoreError):
     """The instance is in a status that does not allow the operation."""
 
 
+class Unstorable(StoreError):
+    """The request holds a value this store's database cannot keep (a NUL character in PostgreSQL text)."""
+
+
 @dataclass(frozen=True)
 class NameFilter:
     """Accept work items named `name`: of any version when neither `versions` nor `max_version` is

@@ -53,7 +53,7 @@ from durabletask.server.stores import safe_url
 from durabletask.server.stores.base import (
     RESULT_BATCH_SECONDS, TERMINAL_STATUSES, ClaimResult, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery,
     InstanceState, NameFilter, NewInstance, PurgeFilter, StaleToken, Store, WorkFilters, WorkItem,
-    WrongState, activity_row_id, list_key, parse_list_key, prefix_end, status_name)
+    Unstorable, WrongState, activity_row_id, list_key, parse_list_key, prefix_end, status_name)
 # SQL-independent pieces shared with the twin (row -> InstanceState, history encoding, constants).
 from durabletask.server.stores.sqlite import (
     INSTANCE_COLUMNS, TERMINAL, UNCLAIMABLE, UNCLAIMABLE_SQL, SqliteStore, StoreUrlError, _history_bytes)
@@ -328,6 +328,9 @@ class PostgresStore(Store):
                             retry.append(request)
                         else:
                             outcomes[i] = (None, error)
+                    except psycopg.DataError as error:  # a value the database cannot keep; it fails alone
+                        outcomes[i] = (None, Unstorable(f"The PostgreSQL store cannot keep this request: "
+                                                        f"{str(error).rstrip('.')}."))
                     except Exception as error:  # the request fails alone; the batch goes on
                         if isinstance(error, psycopg.Error):
                             log.warning("store request %s failed: %s", request.fn.__name__, error)
