@@ -72,7 +72,8 @@ def test_oversized_input_event_and_terminate_output_are_refused_at_start(small_h
         assert not hub.GetInstance(pb.GetInstanceRequest(instanceId="big")).exists
         hub.StartInstance(pb.CreateInstanceRequest(instanceId="small", name="w", input=text("x" * LIMIT)))
         for call, request, what in [
-                (hub.RaiseEvent, pb.RaiseEventRequest(instanceId="small", name="e", input=text("y" * 1001)), "event_data"),
+                (hub.RaiseEvent, pb.RaiseEventRequest(instanceId="small", name="e", input=text("y" * 1001)),
+                 "event_data"),
                 (hub.TerminateInstance, pb.TerminateRequest(instanceId="small", output=text("z" * 1001)), "output")]:
             error = refused(call, request)
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

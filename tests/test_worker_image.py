@@ -3,7 +3,6 @@ compilers in the image, runs as a non-root user with the runner as ENTRYPOINT, a
 commands work here (a wheel is built, installed into a fresh virtual environment, and runs as the
 image's user)."""
 
-import subprocess
 import sys
 import tomllib
 

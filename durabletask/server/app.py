@@ -49,7 +49,8 @@ class TaskHubServer:
         # gRPC's own message limit sits above the payload limit, so that an oversized payload reaches
         # our check and gets an error naming --max-payload-bytes.
         limit = self._max_payload * 4 + 1024 * 1024
-        self._grpc = grpc.aio.server(interceptors=[RefuseUndecodableRequests()], options=[("grpc.max_receive_message_length", limit),
+        self._grpc = grpc.aio.server(interceptors=[RefuseUndecodableRequests()],
+                                     options=[("grpc.max_receive_message_length", limit),
                                               ("grpc.max_send_message_length", -1),
                                               # a second hub on a taken port must fail, not share it
                                               ("grpc.so_reuseport", 0)])

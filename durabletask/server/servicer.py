@@ -9,7 +9,8 @@ import uuid
 from collections import defaultdict
 
 import grpc
-from google.protobuf import empty_pb2, message, timestamp_pb2, wrappers_pb2
+from google.protobuf import empty_pb2, timestamp_pb2, wrappers_pb2
+from google.protobuf.message import DecodeError, Message
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
@@ -67,13 +68,13 @@ def time_problem(what: str, ts: timestamp_pb2.Timestamp) -> str | None:
     return f"The {what} is not a valid time (years 1 to 9999, nanos 0 to 999,999,999)."
 
 
-def failed_episode(request: pb.OrchestratorResponse, error_type: str, message_: str) -> pb.OrchestratorResponse:
+def failed_episode(request: pb.OrchestratorResponse, error_type: str, message: str) -> pb.OrchestratorResponse:
     """What a refused episode commits instead: its orchestration fails, with the reason as the failure."""
     return pb.OrchestratorResponse(
         instanceId=request.instanceId, completionToken=request.completionToken,
         actions=[pb.OrchestratorAction(id=-1, completeOrchestration=pb.CompleteOrchestrationAction(
             orchestrationStatus=pb.ORCHESTRATION_STATUS_FAILED, failureDetails=pb.TaskFailureDetails(
-                errorType=error_type, errorMessage=message_, isNonRetriable=True)))])
+                errorType=error_type, errorMessage=message, isNonRetriable=True)))])
 
 
 class _Undecodable:
@@ -99,7 +100,7 @@ class RefuseUndecodableRequests(grpc.aio.ServerInterceptor):
         def lenient_decode(data: bytes):
             try:
                 return decode(data)
-            except message.DecodeError:
+            except DecodeError:
                 return UNDECODABLE
 
         if handler.unary_unary is not None:
@@ -183,7 +184,7 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
 
     @staticmethod
-    async def _check_times(context, request: message.Message, *fields: str) -> None:
+    async def _check_times(context, request: Message, *fields: str) -> None:
         for name in fields:
             if request.HasField(name) and (problem := time_problem(name, getattr(request, name))) is not None:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
