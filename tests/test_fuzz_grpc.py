@@ -261,6 +261,7 @@ def greet(ctx, name):
 
 
 def test_afterwards_the_hub_still_works_and_the_store_is_intact(server, stub, keepers):
+    assert server.process.poll() is None, "the server process died"
     with running_worker(server.address, orchestrators=[hello], activities=[greet]):
         hub = dt_client.TaskHubGrpcClient(host_address=server.address)
         instance_id = hub.schedule_new_orchestration(hello, input="fuzz")
