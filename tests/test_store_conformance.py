@@ -12,7 +12,7 @@ import pytest
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.server.stores.base import (
     ACCEPT_ALL, InstanceExists, InstanceNotFound, InstanceQuery, NameFilter, NewInstance, PurgeFilter,
-    StaleToken, WorkFilters, WrongState)
+    StaleToken, StoreError, WorkFilters, WrongState)
 from durabletask.server.stores.postgres import PostgresStore
 from durabletask.server.stores.sqlite import SqliteStore
 from tests.support.hub import (
@@ -220,11 +220,15 @@ async def test_expired_activity_lease_is_reclaimed_and_the_late_result_refused(s
 
 @run_async
 async def test_unknown_tokens_are_refused(store):
-    for token in ["", "nonsense", "o123.missing", "a999.x"]:
+    # Tokens are the store's own text, but a worker may send anything: digits that int() reads but
+    # no ASCII digit, a row id past 64 bits, more digits than int() converts.
+    for token in ["", "nonsense", "o123.missing", "a999.x", "a\u00b2.x", "a99999999999999999999.x", "a" + "9" * 5000]:
         with pytest.raises(StaleToken):
             await store.abandon(token)
         with pytest.raises(StaleToken):
             await store.complete_orchestration(token, episode("missing", token, complete()))
+        with pytest.raises(StaleToken):
+            await store.complete_activity(token, pb.ActivityResponse(completionToken=token))
 
 
 @run_async
@@ -513,6 +517,24 @@ async def test_query_filters_by_status_and_prefix_and_pages(store):
     assert {s.output for s in completed} == {'"ok"'}
     hidden, _ = await store.query_instances(InstanceQuery(statuses=(COMPLETED,)))
     assert {s.output for s in hidden} == {None}
+
+
+@run_async
+async def test_a_prefix_query_takes_any_last_character(store):
+    """The prefix is a key range up to the next character, which U+10FFFF and U+D7FF do not simply have."""
+    for instance_id in ["x\U0010ffff", "x\U0010ffff-1", "x\ud7ff", "x\ud7ff-1", "x\ue000", "y"]:
+        await start(store, instance_id)
+    for prefix, expected in [("x\U0010ffff", ["x\U0010ffff", "x\U0010ffff-1"]), ("x\ud7ff", ["x\ud7ff", "x\ud7ff-1"]),
+                             ("\U0010ffff", [])]:
+        page, _ = await store.query_instances(InstanceQuery(id_prefix=prefix))
+        assert [s.instance_id for s in page] == expected
+
+
+@run_async
+async def test_a_list_key_this_store_did_not_make_is_refused(store):
+    for key in ["nonsense", "|x", "1.5e|x", "12"]:
+        with pytest.raises(StoreError, match="lastInstanceKey"):
+            await store.list_instance_ids((), None, None, 2, key)
 
 
 @run_async

@@ -12,7 +12,7 @@ from durabletask.internal import orchestrator_service_pb2_grpc as stubs
 from durabletask.server.auth import BearerTokenAuth
 from durabletask.server.dispatcher import Dispatcher
 from durabletask.server.metrics import HubMetrics, serve_metrics
-from durabletask.server.servicer import StatusWatchers, TaskHubServicer
+from durabletask.server.servicer import RefuseUndecodableRequests, StatusWatchers, TaskHubServicer
 from durabletask.server.stores.base import CommitNotice, Store
 from durabletask.server.tls import ServerTls
 
@@ -57,7 +57,9 @@ class TaskHubServer:
         # gRPC's own message limit sits above the payload limit, so that an oversized payload reaches
         # our check and gets an error naming --max-payload-bytes.
         limit = self._max_payload * 4 + 1024 * 1024
+        # Authentication first: nothing from a caller without a token is even parsed.
         interceptors = [BearerTokenAuth(self._accepted_tokens)] if self._accepted_tokens else []
+        interceptors.append(RefuseUndecodableRequests())
         self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                               ("grpc.max_send_message_length", -1),
                                               # a second hub on a taken port must fail, not share it

@@ -9,7 +9,8 @@ import uuid
 from collections import defaultdict
 
 import grpc
-from google.protobuf import empty_pb2, wrappers_pb2
+from google.protobuf import empty_pb2, timestamp_pb2, wrappers_pb2
+from google.protobuf.message import DecodeError, Message
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
@@ -18,7 +19,7 @@ from durabletask.server.episodes import epoch, optional_string, timestamp
 from durabletask.server.metrics import ACTIVITY, ORCHESTRATION, HubMetrics
 from durabletask.server.stores.base import (
     TERMINAL_STATUSES, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery, InstanceState, NameFilter,
-    NewInstance, PurgeFilter, StaleToken, Store, StoreError, WorkFilters, WrongState)
+    NewInstance, PurgeFilter, StaleToken, Store, StoreError, Unstorable, WorkFilters, WrongState, status_name)
 
 HEALTH_PING_SECONDS = 30.0  # well inside the SDK's 120 s silent-disconnect timeout
 ABANDON_BACKOFF_SECONDS = 0.5
@@ -26,6 +27,11 @@ DEFAULT_CONCURRENCY = 100
 DEFAULT_PAGE_SIZE = 100
 MAX_INSTANCE_ID_LENGTH = 256
 HISTORY_CHUNK_EVENTS = 200
+# google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+FIRST_SECOND, LAST_SECOND = -62_135_596_800, 253_402_300_799
+
+# What a worker may finish an orchestration with (completeOrchestration.orchestrationStatus).
+COMPLETION_STATUSES = TERMINAL_STATUSES | {pb.ORCHESTRATION_STATUS_CONTINUED_AS_NEW}
 
 ERROR_CODES = {
     InstanceNotFound: grpc.StatusCode.NOT_FOUND,
@@ -46,6 +52,75 @@ def to_orchestration_state(state: InstanceState) -> pb.OrchestrationState:
         customStatus=optional_string(state.custom_status), failureDetails=state.failure_details,
         executionId=optional_string(state.execution_id), parentInstanceId=optional_string(state.parent_instance_id),
         tags=state.tags)
+
+
+def instance_id_problem(instance_id: str) -> str | None:
+    if not instance_id:
+        return "An instance id is required."
+    if len(instance_id) > MAX_INSTANCE_ID_LENGTH or not instance_id.isprintable():
+        return f"Instance ids must be 1 to {MAX_INSTANCE_ID_LENGTH} printable characters."
+    return None
+
+
+def time_problem(what: str, ts: timestamp_pb2.Timestamp) -> str | None:
+    if FIRST_SECOND <= ts.seconds <= LAST_SECOND and 0 <= ts.nanos < 1_000_000_000:
+        return None
+    return f"The {what} is not a valid time (years 1 to 9999, nanos 0 to 999,999,999)."
+
+
+def failed_episode(request: pb.OrchestratorResponse, error_type: str, message: str) -> pb.OrchestratorResponse:
+    """What a refused episode commits instead: its orchestration fails, with the reason as the failure."""
+    return pb.OrchestratorResponse(
+        instanceId=request.instanceId, completionToken=request.completionToken,
+        actions=[pb.OrchestratorAction(id=-1, completeOrchestration=pb.CompleteOrchestrationAction(
+            orchestrationStatus=pb.ORCHESTRATION_STATUS_FAILED, failureDetails=pb.TaskFailureDetails(
+                errorType=error_type, errorMessage=message, isNonRetriable=True)))])
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes are not a message of the method's type."""
+
+
+UNDECODABLE = _Undecodable()
+
+
+class RefuseUndecodableRequests(grpc.aio.ServerInterceptor):
+    """Answers a request that does not decode with INVALID_ARGUMENT and one sentence, where gRPC
+    would answer UNKNOWN and log a traceback for every malformed call."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        decode = handler.request_deserializer
+        method = handler_call_details.method.rpartition("/")[2]
+        refusal = (f"The {method} request is not a valid "
+                   f"{getattr(getattr(decode, '__self__', None), '__name__', 'protocol buffer')} message.")
+
+        def lenient_decode(data: bytes):
+            try:
+                return decode(data)
+            except DecodeError:
+                return UNDECODABLE
+
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary(request, context):
+                if request is UNDECODABLE:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+                return await inner(request, context)
+            return handler._replace(request_deserializer=lenient_decode, unary_unary=unary)
+        if handler.unary_stream is not None:
+            inner_stream = handler.unary_stream
+
+            async def stream(request, context):
+                if request is UNDECODABLE:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
+                async for response in inner_stream(request, context):
+                    yield response
+            return handler._replace(request_deserializer=lenient_decode, unary_stream=stream)
+        return handler
 
 
 def _name_filters(filters) -> tuple[NameFilter, ...]:
@@ -97,24 +172,67 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
         try:
             return await fn(*args)
         except StoreError as error:
-            await context.abort(ERROR_CODES.get(type(error), grpc.StatusCode.INVALID_ARGUMENT), str(error))
+            await TaskHubServicer._refuse(context, error)
+
+    @staticmethod
+    async def _refuse(context, error: StoreError) -> None:
+        await context.abort(ERROR_CODES.get(type(error), grpc.StatusCode.INVALID_ARGUMENT), str(error))
 
     @staticmethod
     async def _check_id(context, instance_id: str) -> None:
-        if not instance_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "An instance id is required.")
-        if len(instance_id) > MAX_INSTANCE_ID_LENGTH or not instance_id.isprintable():
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"Instance ids must be 1 to {MAX_INSTANCE_ID_LENGTH} printable characters.")
+        if (problem := instance_id_problem(instance_id)) is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
 
-    async def _check_payloads(self, context, **payloads: wrappers_pb2.StringValue | str | None) -> None:
+    @staticmethod
+    async def _check_times(context, request: Message, *fields: str) -> None:
+        for name in fields:
+            if request.HasField(name) and (problem := time_problem(name, getattr(request, name))) is not None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+
+    @staticmethod
+    async def _check_not_negative(context, **counts: int) -> None:
+        for name, count in counts.items():
+            if count < 0:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name} must not be negative (0 means "
+                                                                      "the server's default).")
+
+    def _payload_problem(self, **payloads: wrappers_pb2.StringValue | str | None) -> str | None:
         for what, value in payloads.items():
             text = value.value if isinstance(value, wrappers_pb2.StringValue) else value
             # A str of n characters encodes to at most 4n bytes: only long ones need encoding.
-            if text and len(text) * 4 > self._max_payload and len(text.encode()) > self._max_payload:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    f"The {what} is {len(text.encode())} bytes, over this server's payload limit "
-                                    f"of {self._max_payload} bytes (--max-payload-bytes).")
+            if not text or len(text) * 4 <= self._max_payload:
+                continue
+            if (size := len(text.encode())) > self._max_payload:
+                return (f"The {what} is {size} bytes, over this server's payload limit of {self._max_payload} "
+                        "bytes (--max-payload-bytes).")
+        return None
+
+    async def _check_payloads(self, context, **payloads: wrappers_pb2.StringValue | str | None) -> None:
+        if (problem := self._payload_problem(**payloads)) is not None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, problem)
+
+    def _episode_refusal(self, request: pb.OrchestratorResponse) -> tuple[grpc.StatusCode, str, str] | None:
+        """Why an episode cannot be applied as sent, as (status code, failure type, message); None if it can."""
+        for action in request.actions:
+            kind = action.WhichOneof("orchestratorActionType")
+            body = getattr(action, kind) if kind else None
+            problem = self._payload_problem(**{f"{kind} {field}": getattr(body, field)
+                                               for field in ("input", "result", "data")
+                                               if body is not None and hasattr(body, field)})
+            if problem is not None:
+                return grpc.StatusCode.RESOURCE_EXHAUSTED, "PayloadTooLarge", problem
+            if kind == "completeOrchestration" and body.orchestrationStatus not in COMPLETION_STATUSES:
+                return grpc.StatusCode.INVALID_ARGUMENT, "InvalidAction", (
+                    f"completeOrchestration: an orchestration cannot finish {status_name(body.orchestrationStatus)}; "
+                    "it finishes COMPLETED, FAILED, TERMINATED or CONTINUED_AS_NEW.")
+            if kind == "createTimer" and (problem := time_problem("createTimer fireAt", body.fireAt)):
+                return grpc.StatusCode.INVALID_ARGUMENT, "InvalidAction", problem
+            if kind == "createSubOrchestration" and body.instanceId \
+                    and (problem := instance_id_problem(body.instanceId)):
+                return grpc.StatusCode.INVALID_ARGUMENT, "InvalidAction", f"createSubOrchestration: {problem}"
+        if (problem := self._payload_problem(custom_status=request.customStatus)) is not None:
+            return grpc.StatusCode.RESOURCE_EXHAUSTED, "PayloadTooLarge", problem
+        return None
 
     # -- client RPCs --------------------------------------------------------------------------
     async def Hello(self, request, context):
@@ -126,6 +244,7 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
         if not request.name:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "An orchestrator name is required.")
         await self._check_payloads(context, input=request.input)
+        await self._check_times(context, request, "scheduledStartTimestamp")
         new = NewInstance(
             instance_id=instance_id, name=request.name, version=request.version.value,
             input=request.input.value if request.HasField("input") else None,
@@ -213,8 +332,10 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
 
     async def QueryInstances(self, request: pb.QueryInstancesRequest, context):
         q = request.query
+        await self._check_times(context, q, "createdTimeFrom", "createdTimeTo")
+        await self._check_not_negative(context, maxInstanceCount=q.maxInstanceCount)
         query = InstanceQuery(
-            statuses=tuple(q.runtimeStatus),
+            statuses=tuple(sorted(set(q.runtimeStatus))),
             created_from=epoch(q.createdTimeFrom) if q.HasField("createdTimeFrom") else None,
             created_to=epoch(q.createdTimeTo) if q.HasField("createdTimeTo") else None,
             id_prefix=q.instanceIdPrefix.value, page_size=q.maxInstanceCount or DEFAULT_PAGE_SIZE,
@@ -224,8 +345,10 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
                                          continuationToken=optional_string(more))
 
     async def ListInstanceIds(self, request: pb.ListInstanceIdsRequest, context):
+        await self._check_times(context, request, "completedTimeFrom", "completedTimeTo")
+        await self._check_not_negative(context, pageSize=request.pageSize)
         ids, more = await self._call(
-            context, self._store.list_instance_ids, tuple(request.runtimeStatus),
+            context, self._store.list_instance_ids, tuple(sorted(set(request.runtimeStatus))),
             epoch(request.completedTimeFrom) if request.HasField("completedTimeFrom") else None,
             epoch(request.completedTimeTo) if request.HasField("completedTimeTo") else None,
             request.pageSize or DEFAULT_PAGE_SIZE, request.lastInstanceKey.value or None)
@@ -237,13 +360,16 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
             await self._check_id(context, request.instanceId)
             deleted = await self._call(context, self._store.purge, [request.instanceId], None, request.recursive)
         elif which == "instanceBatch":
+            for instance_id in request.instanceBatch.instanceIds:
+                await self._check_id(context, instance_id)
             deleted = await self._call(context, self._store.purge, list(request.instanceBatch.instanceIds), None,
                                        request.recursive)
         elif which == "purgeInstanceFilter":
             f = request.purgeInstanceFilter
+            await self._check_times(context, f, "createdTimeFrom", "createdTimeTo")
             where = PurgeFilter(created_from=epoch(f.createdTimeFrom) if f.HasField("createdTimeFrom") else None,
                                 created_to=epoch(f.createdTimeTo) if f.HasField("createdTimeTo") else None,
-                                statuses=tuple(f.runtimeStatus))
+                                statuses=tuple(sorted(set(f.runtimeStatus))))
             deleted = await self._call(context, self._store.purge, None, where, request.recursive)
         else:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -265,6 +391,9 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
 
     # -- worker RPCs --------------------------------------------------------------------------
     async def GetWorkItems(self, request: pb.GetWorkItemsRequest, context):
+        await self._check_not_negative(
+            context, maxConcurrentOrchestrationWorkItems=request.maxConcurrentOrchestrationWorkItems,
+            maxConcurrentActivityWorkItems=request.maxConcurrentActivityWorkItems)
         stream = self._dispatcher.open_stream(
             work_filters(request), request.maxConcurrentOrchestrationWorkItems or DEFAULT_CONCURRENCY,
             request.maxConcurrentActivityWorkItems or DEFAULT_CONCURRENCY)
@@ -278,16 +407,18 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
         finally:
             self._dispatcher.close_stream(stream)
 
+    # A completion that cannot be applied as sent is refused, and its work item is settled with a
+    # failure naming the reason instead: handing it back would only have the next worker send the
+    # same result again, for ever.
     async def CompleteOrchestratorTask(self, request: pb.OrchestratorResponse, context):
         try:
-            for action in request.actions:
-                kind = action.WhichOneof("orchestratorActionType")
-                body = getattr(action, kind) if kind else None
-                await self._check_payloads(context, **{f"{kind} {field}": getattr(body, field)
-                                                       for field in ("input", "result", "data")
-                                                       if hasattr(body, field)})
-            await self._check_payloads(context, custom_status=request.customStatus)
-            await self._call(context, self._store.complete_orchestration, request.completionToken, request)
+            refusal = self._episode_refusal(request) or await self._apply(
+                context, self._store.complete_orchestration, request)
+            if refusal is not None:
+                code, error_type, problem = refusal
+                await self._call(context, self._store.complete_orchestration, request.completionToken,
+                                 failed_episode(request, error_type, problem))
+                await context.abort(code, f"{problem} The orchestration was failed with this message.")
             self._metrics.completed.labels(ORCHESTRATION).inc()
         finally:
             self._dispatcher.settled(request.completionToken)
@@ -295,12 +426,31 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
 
     async def CompleteActivityTask(self, request: pb.ActivityResponse, context):
         try:
-            await self._check_payloads(context, activity_result=request.result)
-            await self._call(context, self._store.complete_activity, request.completionToken, request)
+            problem = self._payload_problem(activity_result=request.result)
+            refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED, "PayloadTooLarge", problem) if problem else \
+                await self._apply(context, self._store.complete_activity, request)
+            if refusal is not None:
+                code, error_type, problem = refusal
+                failed = pb.ActivityResponse(
+                    instanceId=request.instanceId, taskId=request.taskId, completionToken=request.completionToken,
+                    failureDetails=pb.TaskFailureDetails(errorType=error_type, errorMessage=problem,
+                                                         isNonRetriable=True))
+                await self._call(context, self._store.complete_activity, request.completionToken, failed)
+                await context.abort(code, f"{problem} The activity was recorded as failed with this message.")
             self._metrics.completed.labels(ACTIVITY).inc()
         finally:
             self._dispatcher.settled(request.completionToken)
         return pb.CompleteTaskResponse()
+
+    async def _apply(self, context, complete, request) -> tuple[grpc.StatusCode, str, str] | None:
+        """Apply a worker's completion; the refusal, if the store cannot keep what it holds."""
+        try:
+            await complete(request.completionToken, request)
+        except Unstorable as error:
+            return grpc.StatusCode.INVALID_ARGUMENT, "Unstorable", str(error)
+        except StoreError as error:
+            await self._refuse(context, error)
+        return None
 
     async def AbandonTaskOrchestratorWorkItem(self, request: pb.AbandonOrchestrationTaskRequest, context):
         await self._abandon(context, request.completionToken, ORCHESTRATION)

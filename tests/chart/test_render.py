@@ -83,6 +83,18 @@ def test_defaults_run_one_sqlite_server_on_a_claim():
     assert "ServiceMonitor" not in kinds(objects) and "WorkerPool" not in kinds(objects)
 
 
+def test_server_and_operator_run_the_one_control_plane_image():
+    app_version = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["appVersion"]
+    for values, expected in (({}, f"durabletask:{app_version}"),
+                             ({"image": {"repository": "reg.example/dt", "tag": "2.0", "pullPolicy": "Always"}},
+                              "reg.example/dt:2.0")):
+        objects = render(values)
+        for name, program in ((SERVER, "durabletask-server"), (OPERATOR, "durabletask-operator")):
+            c = container(objects, name)
+            assert (c["image"], c["command"]) == (expected, [program])
+            assert c["imagePullPolicy"] == values.get("image", {}).get("pullPolicy", "IfNotPresent")
+
+
 def test_postgresql_runs_replicas_with_the_url_from_a_secret():
     objects = render({"store": {"type": "postgresql", "postgresql": {"existingSecret": "hub-db", "urlKey": "dsn"}},
                       "server": {"replicas": 3}})
@@ -208,6 +220,7 @@ def test_no_secret_is_rendered_from_values(values):
     ({"store": {"type": "postgresql"}}, "needs store.postgresql.existingSecret"),
     ({"server": {"metrics": {"enabled": False}}}, "set server.metrics.enabled=true or operator.prometheusUrl"),
     ({"server": {"replica": 2}}, "additional properties 'replica' not allowed"),
+    ({"server": {"image": {"repository": "x"}}}, "additional properties 'image' not allowed"),
     ({"store": {"type": "mysql"}}, "/store/type"),
     ({"monitoring": {"prometheusRule": {"drainingFor": "one day"}}}, "/monitoring/prometheusRule/drainingFor"),
     ({"server": {"tls": {"secretName": "Hub_TLS"}}}, "/server/tls/secretName"),

@@ -1,13 +1,20 @@
 """A small Dockerfile reader, and a stand-in builder that runs a stage's instructions on this
 machine with a temporary folder as the image's root: enough to check a Dockerfile without a
-Docker engine. It refuses commands that would touch a path outside that folder."""
+Docker engine. It refuses commands that would touch a path outside that folder. The build sees
+the context as the .dockerignore file lets it through, and the built image's programs run as
+the image's USER."""
 
+import contextlib
 import json
 import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,3 +177,148 @@ class StageBuilder:
         if result.returncode != 0:
             raise DockerfileError(f"line {instruction.line}: RUN failed ({result.returncode}):\n"
                                   f"{command}\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+
+
+# ---- the build context, as a .dockerignore file lets it through -----------------------------
+
+def dockerignore_for(dockerfile: Path, context: Path) -> Path:
+    """BuildKit's rule: `<Dockerfile>.dockerignore` beside the Dockerfile, else the context's `.dockerignore`."""
+    own = dockerfile.with_name(dockerfile.name + ".dockerignore")
+    return own if own.exists() else context / ".dockerignore"
+
+
+def _pattern_regex(pattern: str) -> re.Pattern:
+    parts = re.split(r"(\*\*/|/\*\*$|\*\*|\*|\?)", pattern)
+    wildcards = {"**/": "(.*/)?", "/**": "(/.*)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
+    return re.compile("".join(wildcards.get(part, re.escape(part)) for part in parts))
+
+
+def _ignore_rules(dockerignore: Path) -> list[tuple[bool, str, re.Pattern]]:
+    """(is an exception, cleaned pattern, regex) per line, in order."""
+    rules = []
+    for line in dockerignore.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        exception = line.startswith("!")
+        pattern = os.path.normpath(line.lstrip("!").strip()).lstrip("/")
+        rules.append((exception, pattern, _pattern_regex(pattern)))
+    return rules
+
+
+def _excluded(path: str, rules) -> bool:
+    """Docker's rule: the last pattern that matches the path or one of its parent folders decides."""
+    candidates = [path] + [str(parent) for parent in Path(path).parents if str(parent) != "."]
+    excluded = False
+    for exception, _, regex in rules:
+        if any(regex.fullmatch(candidate) for candidate in candidates):
+            excluded = not exception
+    return excluded
+
+
+def filtered_context(context: Path, dockerignore: Path, into: Path) -> Path:
+    """A copy of what `docker build` would send of `context`: the files `dockerignore` lets through."""
+    rules = _ignore_rules(dockerignore)
+    for folder, subfolders, files in os.walk(context):
+        relative = os.path.relpath(folder, context)
+        prefix = "" if relative == "." else relative + "/"
+        # Skip an excluded folder unless an exception names something inside it.
+        subfolders[:] = [d for d in subfolders if not _excluded(prefix + d, rules)
+                         or any(exception and pattern.startswith(prefix + d + "/") for exception, pattern, _ in rules)]
+        for name in files:
+            if not _excluded(prefix + name, rules):
+                (into / prefix).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(Path(folder) / name, into / prefix / name)
+    return into
+
+
+# ---- building every stage, and running the result as the image would -------------------------
+
+COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|cc|make|build-essential|python3?-dev|libc6?-dev)\b")
+
+
+def final_stage_problems(stages: list[Stage]) -> list[str]:
+    """What keeps the last stage from being a slim, non-root runtime that only takes the wheels from the build."""
+    final, problems = stages[-1], []
+    if len(stages) < 2:
+        problems.append("a single stage: the build tools would stay in the image")
+    if not re.fullmatch(r"python:3\.\d+-slim", final.base):
+        problems.append(f"the final stage is FROM {final.base}, not python:3.x-slim")
+    for run in final.all("RUN"):
+        if COMPILERS.search(run.arguments) or "apt-get install" in run.arguments or "apk add" in run.arguments:
+            problems.append(f"line {run.line} installs a build tool or system package")
+    copied = [c for c in final.all("COPY") if c.flags.get("from")]
+    if not copied or not all("dist" in c.arguments for c in copied):
+        problems.append("the final stage must take only the built wheels (dist/) from the build stage")
+    users = final.all("USER")
+    if not users or users[-1].arguments.split(":")[0] in ("root", "0"):
+        problems.append("the final stage runs as root: it needs a numeric non-root USER")
+    return problems
+
+
+def _usable_by_anyone(path: Path) -> bool:
+    return all(p.stat().st_mode & stat.S_IXOTH for p in [path, *path.parents])
+
+
+def stand_in_python() -> str:
+    """An interpreter to play the base image's: this one, or, when the image's user (not us, root)
+    could not reach this one (e.g. under /root), a system interpreter anyone can run."""
+    ours = Path(sys._base_executable).resolve()
+    if os.geteuid() != 0 or _usable_by_anyone(ours):
+        return str(ours)
+    for candidate in ("/usr/local/bin/python3", "/usr/bin/python3"):
+        if Path(candidate).exists() and _usable_by_anyone(Path(candidate).resolve()):
+            return candidate
+    raise DockerfileError(f"{ours} is out of reach of a non-root user and no system python3 is: "
+                          "cannot run the image as its USER")
+
+
+@dataclass
+class BuiltImage:
+    """Every stage built under one folder; `run` starts a program of the final stage as `docker run` would."""
+    stages: list[Stage]
+    final: StageBuilder
+    env: dict[str, str]
+
+    @property
+    def root(self) -> Path:
+        return self.final.root
+
+    def user(self) -> tuple[int, int]:
+        uid, _, gid = self.stages[-1].all("USER")[-1].arguments.partition(":")
+        return int(uid), int(gid or uid)
+
+    def as_user(self) -> dict:
+        """subprocess arguments that drop to the image's USER (and no other group), as Docker does;
+        nothing to drop when we are not root."""
+        if os.geteuid() != 0:
+            return {}
+        uid, gid = self.user()
+        return {"user": uid, "group": gid, "extra_groups": []}
+
+    def popen(self, argv: list[str], **kwargs) -> subprocess.Popen:
+        return subprocess.Popen(argv, env=self.env, cwd=self.final.local("."), **self.as_user(), **kwargs)
+
+    def run(self, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(argv, env=self.env, cwd=self.final.local("."), capture_output=True, text=True,
+                              timeout=timeout, **self.as_user())
+
+
+@contextlib.contextmanager
+def built_image(dockerfile: Path, context: Path) -> Iterator[BuiltImage]:
+    """Build every stage of `dockerfile` from what its .dockerignore lets through of `context`.
+
+    The folder is readable by anyone (not pytest's private tmp), so the image's USER can run it."""
+    stages = parse(dockerfile.read_text())
+    with tempfile.TemporaryDirectory(prefix="image-") as folder:
+        work = Path(folder)
+        work.chmod(0o755)
+        sent = filtered_context(context, dockerignore_for(dockerfile, context), work / "context")
+        base = work / "base-image"  # stands for python:3.x-slim: a bare interpreter with pip
+        subprocess.run([stand_in_python(), "-m", "venv", str(base)], check=True)
+        roots: dict[str, Path] = {}
+        for number, stage in enumerate(stages):
+            roots[stage.name or str(number)] = root = work / f"stage-{number}"
+            builder = StageBuilder(stage, root, base / "bin", sent, roots)
+            env = builder.build()
+        yield BuiltImage(stages, builder, env)

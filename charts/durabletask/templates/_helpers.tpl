@@ -40,9 +40,9 @@ app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- end }}
 
-{{/* repository:tag of an image value; the tag defaults to the chart's appVersion: (dict "ctx" $ "image" .Values.server.image). */}}
+{{/* repository:tag of the control-plane image; the tag defaults to the chart's appVersion. */}}
 {{- define "durabletask.image" -}}
-{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
 {{/* host:port of the server's gRPC Service, as workers and clients in the cluster reach it. */}}

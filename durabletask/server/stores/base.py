@@ -30,8 +30,50 @@ RESULT_BATCH_SECONDS = 0.1
 
 
 def status_name(status: int) -> str:
-    """RUNNING, PENDING, ... (the enum name without its ORCHESTRATION_STATUS_ prefix)."""
+    """RUNNING, PENDING, ... (the enum name without its ORCHESTRATION_STATUS_ prefix), or the number
+    of a value the protocol does not define."""
+    if status not in pb.OrchestrationStatus.values():
+        return str(status)
     return pb.OrchestrationStatus.Name(status).removeprefix("ORCHESTRATION_STATUS_")
+
+
+LARGEST_ROW_ID = 2**63 - 1  # SQLite INTEGER, PostgreSQL BIGINT
+
+
+def activity_row_id(token: str) -> int:
+    """The activity row an activity token (`a<id>.<nonce>`) names; -1, which names no row, for any
+    other text: a token a worker made up must be a stale token, never a crash."""
+    digits = token[1:].partition(".")[0] if token.startswith("a") else ""
+    if digits.isascii() and digits.isdigit() and len(digits) <= 19 and int(digits) <= LARGEST_ROW_ID:
+        return int(digits)
+    return -1
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The least string above every string that starts with `prefix` (code point order), the end of
+    its key range; None when nothing is above (a prefix of U+10FFFF only)."""
+    kept = prefix.rstrip("\U0010ffff")
+    if not kept:
+        return None
+    following = ord(kept[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:
+        following = 0xE000  # surrogates are not characters: the next one is U+E000
+    return kept[:-1] + chr(following)
+
+
+def list_key(completed_at: float, instance_id: str) -> str:
+    """The continuation key of ListInstanceIds: where the previous page ended."""
+    return f"{completed_at!r}|{instance_id}"
+
+
+def parse_list_key(key: str) -> tuple[float, str]:
+    at, separator, instance_id = key.partition("|")
+    try:
+        if separator:
+            return float(at), instance_id
+    except ValueError:
+        pass
+    raise StoreError("The lastInstanceKey is not one this server returned; pass the previous page's key, or none.")
 
 
 class StoreUrlError(ValueError):
@@ -56,6 +98,10 @@ class StaleToken(StoreError):
 
 class WrongState(StoreError):
     """The instance is in a status that does not allow the operation."""
+
+
+class Unstorable(StoreError):
+    """The request holds a value this store's database cannot keep (a NUL character in PostgreSQL text)."""
 
 
 @dataclass(frozen=True)

@@ -52,9 +52,9 @@ from durabletask.server.episodes import Deliver, event
 from durabletask.server.stores import safe_url
 from durabletask.server.stores.base import (
     RESULT_BATCH_SECONDS, ClaimResult, CommitNotice, InstanceState, NameFilter, StaleToken, StoreUrlError,
-    WorkFilters, WorkItem)
+    Unstorable, WorkFilters, WorkItem, activity_row_id)
 from durabletask.server.stores.sql import (
-    STALE_TOKEN, UNCLAIMABLE_SQL, SqlStore, activity_of, history_bytes, instance_of, instance_state)
+    STALE_TOKEN, UNCLAIMABLE_SQL, SqlStore, history_bytes, instance_of, instance_state)
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +337,9 @@ class PostgresStore(SqlStore):
                             retry.append(request)
                         else:
                             outcomes[i] = (None, error)
+                    except psycopg.DataError as error:  # a value the database cannot keep; it fails alone
+                        outcomes[i] = (None, Unstorable(f"The PostgreSQL store cannot keep this request: "
+                                                        f"{str(error).rstrip('.')}."))
                     except Exception as error:  # the request fails alone; the batch goes on
                         if isinstance(error, psycopg.Error):
                             log.warning("store request %s failed: %s", request.fn.__name__, error)
@@ -621,7 +624,7 @@ class PostgresStore(SqlStore):
         instance = tx.run("SELECT status, execution_id, scheduled_start FROM instances WHERE instance_id = %s "
                           "FOR UPDATE", response.instanceId)
         taken = tx.one("DELETE FROM activities WHERE id = %s AND lease_token = %s "
-                       "RETURNING instance_id, execution_id, task_id", activity_of(token), token)
+                       "RETURNING instance_id, execution_id, task_id", activity_row_id(token), token)
         if taken is None:
             raise StaleToken(STALE_TOKEN)
         iid, execution_id, task_id = taken
@@ -641,11 +644,11 @@ class PostgresStore(SqlStore):
     @staticmethod
     def _renew(tx: _Tx, tokens: list[str], lease_seconds: float) -> None:
         lease_end = tx.now + lease_seconds
-        activity_tokens = [t for t in tokens if activity_of(t) >= 0]
+        activity_tokens = [t for t in tokens if activity_row_id(t) >= 0]
         instance_tokens = [t for t in tokens if t.startswith("o")]
         if activity_tokens:
             tx.run("UPDATE activities SET ready_at = %s WHERE id = ANY(%s) AND lease_token = ANY(%s)", lease_end,
-                   [activity_of(t) for t in activity_tokens], activity_tokens)
+                   [activity_row_id(t) for t in activity_tokens], activity_tokens)
         if instance_tokens:
             tx.run("UPDATE instances SET ready_at = %s, blocked_until = %s WHERE instance_id = ANY(%s) "
                    "AND lease_token = ANY(%s)", lease_end, lease_end, [instance_of(t) for t in instance_tokens],

@@ -22,7 +22,7 @@ from durabletask.server import episodes
 from durabletask.server.episodes import Deliver, StartChild, TerminateOther, event
 from durabletask.server.stores.base import (
     TERMINAL_STATUSES, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery, InstanceState, NewInstance,
-    PurgeFilter, StaleToken, Store, WrongState, status_name)
+    PurgeFilter, StaleToken, Store, WrongState, activity_row_id, list_key, parse_list_key, prefix_end, status_name)
 
 TERMINAL = tuple(sorted(TERMINAL_STATUSES))
 UNCLAIMABLE = (*TERMINAL, pb.ORCHESTRATION_STATUS_SUSPENDED)
@@ -53,12 +53,6 @@ def placeholders(values) -> str:
 
 def history_bytes(events: list[pb.HistoryEvent]) -> bytes:
     return pb.OrchestratorRequest(pastEvents=events).SerializeToString()
-
-
-def activity_of(token: str) -> int:
-    """The activity id an activity token names (-1, matching none, for anything else)."""
-    id_part = token[1:].partition(".")[0]
-    return int(id_part) if token.startswith("a") and id_part.isdigit() else -1
 
 
 def instance_of(token: str) -> str:
@@ -272,7 +266,7 @@ class SqlStore(Store):
     def _leased_activity(tx: SqlTx, token: str) -> tuple[int, str, str, int]:
         """(id, instance id, execution id, task id) of the activity this token holds; else StaleToken."""
         row = tx.one("SELECT id, instance_id, execution_id, task_id FROM activities WHERE id = %s AND "
-                     "lease_token = %s FOR UPDATE", activity_of(token), token)
+                     "lease_token = %s FOR UPDATE", activity_row_id(token), token)
         if row is None:
             raise StaleToken(STALE_TOKEN)
         return row
@@ -371,8 +365,11 @@ class SqlStore(Store):
             where.append("created_at < %s")
             params.append(query.created_to)
         if query.id_prefix:  # a key range, so the primary key index finds it
-            where.append("instance_id >= %s AND instance_id < %s")
-            params += [query.id_prefix, query.id_prefix[:-1] + chr(ord(query.id_prefix[-1]) + 1)]
+            where.append("instance_id >= %s")
+            params.append(query.id_prefix)
+            if (end := prefix_end(query.id_prefix)) is not None:
+                where.append("instance_id < %s")
+                params.append(end)
         if query.after_id is not None:
             where.append("instance_id > %s")
             params.append(query.after_id)
@@ -402,14 +399,14 @@ class SqlStore(Store):
             where.append("completed_at < %s")
             params.append(completed_to)
         if after:
-            at, _, last_id = after.partition("|")
+            at, last_id = parse_list_key(after)
             where.append("(completed_at > %s OR (completed_at = %s AND instance_id > %s))")
-            params += [float(at), float(at), last_id]
+            params += [at, at, last_id]
         rows = db.run(f"SELECT completed_at, instance_id FROM instances WHERE {' AND '.join(where)} "
                       "ORDER BY completed_at, instance_id LIMIT %s", *params, page_size + 1).fetchall()
         page = rows[:page_size]
         more = len(rows) > page_size
-        return [iid for _, iid in page], (f"{page[-1][0]!r}|{page[-1][1]}" if more else None)
+        return [iid for _, iid in page], (list_key(*page[-1]) if more else None)
 
     async def purge(self, instance_ids: list[str] | None = None, where: PurgeFilter | None = None,
                     recursive: bool = False) -> int:

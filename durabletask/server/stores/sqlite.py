@@ -32,9 +32,10 @@ from durabletask.internal.versions import compare_versions
 from durabletask.server import episodes
 from durabletask.server.episodes import Deliver, event
 from durabletask.server.stores.base import (
-    RESULT_BATCH_SECONDS, ClaimResult, CommitNotice, InstanceState, NameFilter, StoreUrlError, WorkFilters, WorkItem)
+    RESULT_BATCH_SECONDS, ClaimResult, CommitNotice, InstanceState, NameFilter, StoreUrlError, WorkFilters, WorkItem,
+    activity_row_id)
 from durabletask.server.stores.sql import (
-    UNCLAIMABLE, UNCLAIMABLE_SQL, SqlStore, activity_of, history_bytes, instance_of, instance_state, placeholders)
+    UNCLAIMABLE, UNCLAIMABLE_SQL, SqlStore, history_bytes, instance_of, instance_state, placeholders)
 
 log = logging.getLogger(__name__)
 
@@ -441,7 +442,7 @@ class SqliteStore(SqlStore):
         for token in tokens:
             if token.startswith("a"):
                 tx.run("UPDATE activities SET ready_at = %s WHERE lease_token = %s AND id = %s", lease_end, token,
-                       activity_of(token))
+                       activity_row_id(token))
             else:
                 tx.run("UPDATE instances SET ready_at = %s, blocked_until = %s WHERE lease_token = %s "
                        "AND instance_id = %s", lease_end, lease_end, token, instance_of(token))
