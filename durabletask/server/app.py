@@ -17,6 +17,8 @@ log = logging.getLogger("durabletask.server")
 
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+# Floor of the keepalive ping interval and timeout: a busy but live worker must not miss the deadline.
+MIN_KEEPALIVE_SECONDS = 1.0
 
 
 class TaskHubServer:
@@ -49,10 +51,20 @@ class TaskHubServer:
         # gRPC's own message limit sits above the payload limit, so that an oversized payload reaches
         # our check and gets an error naming --max-payload-bytes.
         limit = self._max_payload * 4 + 1024 * 1024
+        # A worker that stops answering (a frozen process, a lost node, a cut network) leaves its
+        # stream open, and the dispatcher renews the leases of open streams: keepalive pings end
+        # such a stream within about a lease time, so that its work is handed out again.
+        keepalive_ms = int(max(self._lease_seconds / 2, MIN_KEEPALIVE_SECONDS) * 1000)
         self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                               ("grpc.max_send_message_length", -1),
                                               # a second hub on a taken port must fail, not share it
-                                              ("grpc.so_reuseport", 0)])
+                                              ("grpc.so_reuseport", 0),
+                                              ("grpc.keepalive_time_ms", keepalive_ms),
+                                              ("grpc.keepalive_timeout_ms", keepalive_ms),
+                                              # what gRPC 1.6x+ waits for the ping's answer (default: 1 min)
+                                              ("grpc.http2.ping_timeout_ms", keepalive_ms),
+                                              # keep pinging a stream that has nothing to send
+                                              ("grpc.http2.max_pings_without_data", 0)])
         servicer = TaskHubServicer(self.store, self._dispatcher, watchers, self._max_payload, metrics)
         stubs.add_TaskHubSidecarServiceServicer_to_server(servicer, self._grpc)
         self.port = self._grpc.add_insecure_port(f"{self.host}:{self.port}")
