@@ -5,6 +5,10 @@ import grpc
 DEFAULT_HOST_ADDRESS = "localhost:4001"
 _SECURE_SCHEMES = ("https://", "grpcs://")
 _INSECURE_SCHEMES = ("http://", "grpc://")
+# After a failed connection gRPC waits before it tries again, 1 s at first, growing up to 2 min by
+# default, and calls made meanwhile fail at once without trying: a worker would stay cut off from
+# a hub that restarted long after it came back. Capped like the worker's own reconnect back-off.
+CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 5000)]
 
 
 def open_channel(host_address: str | None, secure_channel: bool = False,
@@ -18,9 +22,9 @@ def open_channel(host_address: str | None, secure_channel: bool = False,
             address = address[len(scheme):]
             break
     if secure_channel:
-        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials())
+        channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(), options=CHANNEL_OPTIONS)
     else:
-        channel = grpc.insecure_channel(address)
+        channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
     if interceptors:
         channel = grpc.intercept_channel(channel, *interceptors)
     return channel

@@ -74,10 +74,11 @@ class TaskHubServer:
         return self
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self._dispatcher is not None:
+            # First: work handed out during the grace period could not be reported (new calls are refused).
+            await self._dispatcher.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace)
-        if self._dispatcher is not None:
-            await self._dispatcher.stop()
         if self._metrics is not None:
             self._metrics.shutdown()
         self.store.close()

@@ -15,6 +15,7 @@ from durabletask.server.stores import open_store
 from tests.support.audit import Audit, audit, wait_for_completed
 from tests.support.ledger import Ledger
 from tests.support.processes import RunnerProcess, ServerProcess
+from tests.support.tcp_proxy import TcpProxy
 
 APP = "tests.support.replica_app"
 ACTIVITIES_PER_INSTANCE = 2  # double_twice: an activity, a timer, an activity
@@ -28,13 +29,16 @@ class FaultHub:
     """Servers on one store and workers spread over them (worker i talks to server i mod replicas)."""
 
     def __init__(self, store_url: str, ledger: Ledger, *, replicas: int = 1, workers: int = 2,
-                 lease_seconds: float = 2.0, concurrency: int = 50):
+                 lease_seconds: float = 2.0, concurrency: int = 50, through_proxies: bool = False):
         self.store_url = store_url
         self.ledger = ledger
         self.servers = [ServerProcess(store_url, extra_args=("--lease-seconds", str(lease_seconds),
                                                              "--log-level", "WARNING"))
                         for _ in range(replicas)]
-        self.workers = [RunnerProcess("--app", APP, "--address", self.servers[i % replicas].address,
+        # With `through_proxies`, workers reach their server through a TCP proxy whose connections a test can reset.
+        self.proxies = [TcpProxy(server.address) for server in self.servers] if through_proxies else []
+        addresses = [hop.address for hop in self.proxies or self.servers]
+        self.workers = [RunnerProcess("--app", APP, "--address", addresses[i % replicas],
                                       "--concurrency", str(concurrency), "--log-level", "ERROR", env=ledger.env)
                         for i in range(workers)]
         self.store = None
@@ -53,6 +57,8 @@ class FaultHub:
     def stop(self) -> None:
         for process in (*self.workers, *self.servers):
             process.stop()
+        for proxy in self.proxies:
+            proxy.close()
         for hub_client in self._clients:
             hub_client.close()
         if self.store is not None:
@@ -92,6 +98,13 @@ class FaultHub:
         while self.ledger.total() < runs:
             assert time.monotonic() < deadline, f"only {self.ledger.total()} activity runs after {timeout}s"
             time.sleep(0.02)
+
+    def wait_until_every_worker_connected(self) -> None:
+        for worker in self.workers:
+            worker.wait_until("/readyz", 200, timeout=15)  # the worker's back-off is capped at 5 s, gRPC's too
+
+    def worker_pids(self) -> set[int]:
+        return {worker.process.pid for worker in self.workers}
 
     def settle(self, expected: dict[str, str], timeout: float = 90.0) -> Audit:
         """Wait until every instance completed (or `timeout` passed), then audit them."""

@@ -14,7 +14,7 @@ def record_run(ctx) -> None:
     path = os.environ.get(LEDGER_ENV)
     if path:
         with open(path, "a") as ledger:
-            ledger.write(f"{ctx.orchestration_id} {ctx.task_id}\n")
+            ledger.write(f"{ctx.orchestration_id} {ctx.task_id} {os.getpid()}\n")
 
 
 class Ledger:
@@ -27,12 +27,20 @@ class Ledger:
         """The environment that makes a worker process record its runs here."""
         return {LEDGER_ENV: str(self.path)}
 
+    def _lines(self) -> list[list[str]]:
+        """Whole lines only: one may be half-written as we read."""
+        return [fields for line in self.path.read_text().splitlines() if len(fields := line.split()) == 3]
+
     def runs(self) -> Counter:
         """(instance id, task id) -> how many times that activity ran to its end."""
-        return Counter(tuple(line.split()) for line in self.path.read_text().splitlines())
+        return Counter((instance_id, task_id) for instance_id, task_id, _ in self._lines())
+
+    def workers(self, instance_prefix: str = "") -> set[int]:
+        """The process ids of the workers that ran activities of the instances whose ids start so."""
+        return {int(pid) for instance_id, _, pid in self._lines() if instance_id.startswith(instance_prefix)}
 
     def total(self) -> int:
-        return sum(self.runs().values())
+        return len(self._lines())
 
     def duplicates(self) -> dict[tuple[str, str], int]:
         """The activities that ran more than once, with their run counts."""

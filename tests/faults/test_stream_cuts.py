@@ -1,0 +1,36 @@
+"""The work item stream cut under the workers, by a server restart or by a network reset (a TCP
+proxy between workers and server whose connections the test resets): the workers reconnect with
+back-off and carry on, none stays dead, and no orchestration is lost."""
+
+import time
+
+import pytest
+
+INSTANCES = 400
+AFTER_THE_CUTS = 100  # orchestrations started once every worker is back: each worker must run some
+# When to cut, as fractions of the activity runs.
+CUTS = {"server restart": (0.25, 0.5), "network reset": (0.15, 0.3, 0.5)}
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("cut", CUTS)
+@pytest.mark.timeout(120)
+def test_workers_reconnect_after_their_stream_is_cut(fault_hub, cut):
+    hub = fault_hub(through_proxies=cut == "network reset", workers=2, concurrency=10)
+    started = time.monotonic()
+    scheduling, expected = hub.start_orchestrations_in_background(INSTANCES)
+    for fraction in CUTS[cut]:
+        hub.wait_for_activity_runs(int(INSTANCES * 2 * fraction))
+        if cut == "server restart":
+            hub.servers[0].restart()  # SIGTERM, a graceful stop whose end cuts the streams; then a start
+            hub.faults += 1
+        else:
+            hub.faults += hub.proxies[0].reset()  # every connection of every worker
+    scheduling.join()
+    hub.wait_until_every_worker_connected()
+    expected |= hub.start_orchestrations(AFTER_THE_CUTS, prefix="after-the-cuts")
+
+    result = hub.settle(expected, timeout=60)
+    hub.report(f"stream cut by {cut}", expected, result, started)
+    assert not result.problems(INSTANCES + AFTER_THE_CUTS)
+    assert hub.ledger.workers("after-the-cuts") == hub.worker_pids(), "a worker took no work after the cuts"
