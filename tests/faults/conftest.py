@@ -64,20 +64,21 @@ class FaultHub:
         if self.store is not None:
             self.store.close()
 
-    def start_orchestrations(self, count: int, prefix: str = "job") -> dict[str, str]:
-        """Start `count` orchestrations through any live replica, riding out replicas that die
-        meanwhile; instance id -> expected output."""
+    def start_orchestrations(self, count: int, prefix: str = "job", through: int | None = None) -> dict[str, str]:
+        """Start `count` orchestrations through any replica (or replica `through`), riding out
+        replicas that die meanwhile; instance id -> expected output."""
         expected = {f"{prefix}-{i:05d}": expected_output(i) for i in range(count)}
+        clients = self._clients if through is None else [self._clients[through]]
         with ThreadPoolExecutor(16) as pool:
-            list(pool.map(self._start_one, expected, range(count)))
+            list(pool.map(lambda iid, n: self._start_one(clients, iid, n), expected, range(count)))
         return expected
 
-    def _start_one(self, instance_id: str, n: int) -> None:
+    @staticmethod
+    def _start_one(clients: list[client.TaskHubGrpcClient], instance_id: str, n: int) -> None:
         deadline = time.monotonic() + 60
         while True:
             try:
-                random.choice(self._clients).schedule_new_orchestration("double_twice", input=n,
-                                                                        instance_id=instance_id)
+                random.choice(clients).schedule_new_orchestration("double_twice", input=n, instance_id=instance_id)
                 return
             except grpc.RpcError as error:
                 if error.code() == grpc.StatusCode.ALREADY_EXISTS:
