@@ -129,6 +129,13 @@ class FaultHub:
 
 
 @pytest.fixture
+def long_run(request):
+    """Skips the test unless the long runs were asked for (--soak)."""
+    if not request.config.getoption("--soak"):
+        pytest.skip("a long run: only with --soak")
+
+
+@pytest.fixture
 def ledger(tmp_path):
     return Ledger(tmp_path / "activity-runs.txt")
 

@@ -6,8 +6,15 @@ import time
 
 import pytest
 
+from durabletask import worker
+from tests.support.processes import ServerProcess
+
 INSTANCES = 400
 AFTER_THE_CUTS = 100  # orchestrations started once every worker is back: each worker must run some
+LONG_OUTAGE_SECONDS = 90
+# A worker reconnects at most 5 s after the hub is back (its own back-off), plus gRPC's reconnect
+# back-off, now capped at 5 s too (by default it grows to 2 min: ~40 s late after a 90 s outage).
+BACK_WITHIN_SECONDS = 15
 # When to cut, as fractions of the activity runs.
 CUTS = {"server restart": (0.25, 0.5), "network reset": (0.15, 0.3, 0.5)}
 
@@ -34,3 +41,22 @@ def test_workers_reconnect_after_their_stream_is_cut(fault_hub, cut):
     hub.report(f"stream cut by {cut}", expected, result, started)
     assert not result.problems(INSTANCES + AFTER_THE_CUTS)
     assert hub.ledger.workers("after-the-cuts") == hub.worker_pids(), "a worker took no work after the cuts"
+
+
+@pytest.mark.timeout(LONG_OUTAGE_SECONDS + 60)
+def test_a_worker_finds_a_hub_that_was_down_for_long_within_seconds(long_run, tmp_path):
+    server = ServerProcess(f"sqlite:///{tmp_path}/hub.db")
+    w = worker.TaskHubGrpcWorker(host_address=server.address)
+    w.start()
+    try:
+        time.sleep(LONG_OUTAGE_SECONDS)
+        server.start()
+        back = time.monotonic()
+        while not w.is_connected:
+            assert time.monotonic() - back < BACK_WITHIN_SECONDS, "the worker did not find the hub again in time"
+            time.sleep(0.1)
+        print(f"[faults] hub down {LONG_OUTAGE_SECONDS}s: the worker was back {time.monotonic() - back:.1f}s "
+              "after the hub")
+    finally:
+        w.stop()
+        server.stop()
