@@ -112,8 +112,8 @@ class FaultHub:
         wait_for_completed(self.store, len(expected), timeout)
         return audit(self.store, expected)
 
-    def report(self, case: str, expected: dict[str, str], result: Audit, started: float) -> str:
-        """Print the case's figures (pytest -s shows them; the README explains them); return the line."""
+    def report(self, case: str, expected: dict[str, str], result: Audit, started: float) -> None:
+        """Print the case's figures (pytest -s shows them; the README explains them)."""
         runs = self.ledger.total()
         line = (f"[faults] {case}: {self.faults} faults injected, {len(expected)} orchestrations, "
                 f"{len(result.lost)} lost, {len(result.applied_twice)} applied twice, "
@@ -125,7 +125,6 @@ class FaultHub:
         if duplicates:
             print(f"[faults] {case}: activities run more than once: {sorted(duplicates.items())[:20]}"
                   f"{' ...' if len(duplicates) > 20 else ''}")
-        return line
 
 
 @pytest.fixture
@@ -149,7 +148,7 @@ def store_url(request, tmp_path):
 
 
 @pytest.fixture
-def fault_hub(request, store_url, ledger):
+def fault_hub(store_url, ledger):
     """A factory of started FaultHubs on `store_url`, stopped after the test."""
     hubs = []
 
