@@ -61,7 +61,8 @@ class TaskHubServer:
                                               ("grpc.so_reuseport", 0),
                                               ("grpc.keepalive_time_ms", keepalive_ms),
                                               ("grpc.keepalive_timeout_ms", keepalive_ms),
-                                              # what gRPC 1.6x+ waits for the ping's answer (default: 1 min)
+                                              # recent gRPC releases time the ping's answer with this
+                                              # one, not keepalive_timeout_ms (default: 1 min)
                                               ("grpc.http2.ping_timeout_ms", keepalive_ms),
                                               # keep pinging a stream that has nothing to send
                                               ("grpc.http2.max_pings_without_data", 0)])
