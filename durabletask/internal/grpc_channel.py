@@ -5,10 +5,15 @@ import grpc
 DEFAULT_HOST_ADDRESS = "localhost:4001"
 _SECURE_SCHEMES = ("https://", "grpcs://")
 _INSECURE_SCHEMES = ("http://", "grpc://")
-# After a failed connection gRPC waits before it tries again, 1 s at first, growing up to 2 min by
-# default, and calls made meanwhile fail at once without trying: a worker would stay cut off from
-# a hub that restarted long after it came back. Capped like the worker's own reconnect back-off.
-CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 5000)]
+CHANNEL_OPTIONS = [
+    # After a failed connection gRPC waits before it tries again, 1 s at first, growing up to 2 min
+    # by default, and calls made meanwhile fail at once without trying: a worker would stay cut off
+    # from a hub that restarted long after it came back. Capped like the worker's own back-off.
+    ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 5000),
+    # By default channels to one address share their connections (and that back-off) process-wide,
+    # so a new channel would reuse a connection the worker gave up on as dead.
+    ("grpc.use_local_subchannel_pool", 1),
+]
 
 
 def open_channel(host_address: str | None, secure_channel: bool = False,

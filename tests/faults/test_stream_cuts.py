@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from durabletask import worker
+from durabletask import client, worker
 from tests.support.processes import ServerProcess
+from tests.support.tcp_proxy import TcpProxy
 
 INSTANCES = 400
 AFTER_THE_CUTS = 100  # orchestrations started once every worker is back: each worker must run some
@@ -60,3 +61,36 @@ def test_a_worker_finds_a_hub_that_was_down_for_long_within_seconds(long_run, tm
     finally:
         w.stop()
         server.stop()
+
+
+def shout(ctx, text: str) -> str:
+    return text.upper()
+
+
+def shouting(ctx, text: str):
+    return (yield ctx.call_activity(shout, input=text))
+
+
+def test_a_worker_gives_up_a_silent_stream_and_reconnects(server_factory, monkeypatch):
+    # The hub's node vanishes behind the network: the connection stays open, nothing comes through.
+    monkeypatch.setattr(worker, "SILENT_STREAM_SECONDS", 2.0)
+    server = server_factory("--lease-seconds", "1")
+    proxy = TcpProxy(server.address)
+    w = worker.TaskHubGrpcWorker(host_address=proxy.address)
+    w.add_orchestrator(shouting)
+    w.add_activity(shout)
+    w.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not w.is_connected:
+            assert time.monotonic() < deadline, "the worker never connected"
+            time.sleep(0.05)
+        silenced = proxy.silence()
+        with client.TaskHubGrpcClient(host_address=server.address) as hub_client:
+            instance_id = hub_client.schedule_new_orchestration(shouting, input="still here")
+            state = hub_client.wait_for_orchestration_completion(instance_id, timeout=20)
+        assert state.serialized_output == '"STILL HERE"'
+        print(f"[faults] {silenced} connection(s) silenced: the worker gave them up and carried on")
+    finally:
+        w.stop()
+        proxy.close()

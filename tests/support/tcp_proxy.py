@@ -1,4 +1,4 @@
-"""A TCP proxy on loopback whose connections a test can reset, as a network fault would."""
+"""A TCP proxy on loopback whose connections a test can reset or silence, as network faults would."""
 
 import socket
 import struct
@@ -19,6 +19,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._connections: list[tuple[socket.socket, socket.socket]] = []
         self._cutting = threading.Event()  # set while reset() runs: pumps that wake then must not pass on a FIN
+        self._silenced: set[socket.socket] = set()  # sockets whose data goes nowhere
         threading.Thread(target=self._accept, name="tcp-proxy", daemon=True).start()
 
     @property
@@ -44,8 +45,9 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
-            if not self._cutting.is_set():
+                if source not in self._silenced:
+                    sink.sendall(data)
+            if not self._cutting.is_set() and source not in self._silenced:
                 sink.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # reset, or the other side went away
@@ -70,6 +72,15 @@ class TcpProxy:
             self._cutting.clear()
         self.resets += len(connections)
         return len(connections)
+
+    def silence(self) -> int:
+        """Drop everything sent on the open connections from now on, both ways, and never close them:
+        the peers see a connection that is open but silent, as when a node vanishes. New
+        connections still get through. Returns how many were silenced."""
+        with self._lock:
+            silenced = [pair for pair in self._connections if pair[0] not in self._silenced]
+            self._silenced.update(sock for pair in silenced for sock in pair)
+        return len(silenced)
 
     def close(self) -> None:
         self._listener.close()
