@@ -1,6 +1,8 @@
 """The work item stream cut under the workers, by a server restart or by a network reset (a TCP
 proxy between workers and server whose connections the test resets): the workers reconnect with
-back-off and carry on, none stays dead, and no orchestration is lost."""
+back-off and carry on, none stays dead, and no orchestration is lost. Also: a stream left open but
+silent (the proxy drops everything) is given up and replaced; and (with --soak) a worker finds a
+hub that was down for long within seconds of its return."""
 
 import time
 
@@ -14,7 +16,7 @@ INSTANCES = 400
 AFTER_THE_CUTS = 100  # orchestrations started once every worker is back: each worker must run some
 LONG_OUTAGE_SECONDS = 90
 # A worker reconnects at most 5 s after the hub is back (its own back-off), plus gRPC's reconnect
-# back-off, now capped at 5 s too (by default it grows to 2 min: ~40 s late after a 90 s outage).
+# back-off, capped at 5 s too (gRPC's default grows to 2 min: ~40 s late after a 90 s outage).
 BACK_WITHIN_SECONDS = 15
 # When to cut, as fractions of the activity runs.
 CUTS = {"server restart": (0.25, 0.5), "network reset": (0.15, 0.3, 0.5)}
