@@ -14,7 +14,6 @@ class TcpProxy:
         host, _, port = target.rpartition(":")
         self.target = (host, int(port))
         self.port = free_port()
-        self.resets = 0  # connections reset so far
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._lock = threading.Lock()
         self._connections: list[tuple[socket.socket, socket.socket]] = []
@@ -70,7 +69,6 @@ class TcpProxy:
             for sock in sockets:
                 sock.close()
             self._cutting.clear()
-        self.resets += len(connections)
         return len(connections)
 
     def silence(self) -> int:
