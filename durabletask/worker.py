@@ -45,6 +45,11 @@ RECONNECT_JITTER = 0.5
 HEALTHY_STREAM_SECONDS = 5.0
 # How long items already received may keep arriving after gRPC reports the call ended.
 STUCK_STREAM_GRACE_SECONDS = 1.0
+# A hub that vanishes without closing the connection (a lost node, a cut network) leaves the stream
+# silent for good, and gRPC would open the next stream on the same dead connection. Our hub sends a
+# health ping every 30 s, so a stream silent this long is given up, with its channel (Microsoft's
+# SDK waits as long by default).
+SILENT_STREAM_SECONDS = 120.0
 _CALL_ENDED = object()
 # How many unfinished orchestrations keep their replay checkpoint between episodes (least recently
 # run dropped first); a dropped one is replayed from its full history, which is always correct.
@@ -377,10 +382,7 @@ class TaskHubGrpcWorker:
             raise RuntimeError("The worker is already running.")
         self._stopping.clear()
         self._handed_back.clear()
-        self._channel = self._given_channel or open_channel(self._host_address, self._secure_channel,
-                                                          self._interceptors, self._tls_options)
-        self._stub = stubs.TaskHubSidecarServiceStub(self._channel)
-        self._channel.subscribe(self._on_channel_state, try_to_connect=True)
+        self._open_channel()
         threads = self._concurrency.maximum_thread_pool_workers
         self._orchestration_pool = ThreadPoolExecutor(threads, thread_name_prefix="durabletask-orchestration")
         self._activity_pool = ThreadPoolExecutor(threads, thread_name_prefix="durabletask-activity")
@@ -433,9 +435,21 @@ class TaskHubGrpcWorker:
         self._channel.unsubscribe(self._on_channel_state)
         if self._given_channel is None:
             self._channel.close()
+        self._channel = None
         self._channel_ready = False
         self._reader = None
         self._logger.info("Worker stopped")
+
+    def _open_channel(self) -> None:
+        """A new channel for all calls from now on (the user's own, when one was given). A channel given
+        up on is left to the garbage collector rather than closed: calls still running on it end by
+        themselves."""
+        if self._channel is not None:
+            self._channel.unsubscribe(self._on_channel_state)
+        self._channel = self._given_channel or open_channel(self._host_address, self._secure_channel,
+                                                          self._interceptors, self._tls_options)
+        self._stub = stubs.TaskHubSidecarServiceStub(self._channel)
+        self._channel.subscribe(self._on_channel_state, try_to_connect=True)
 
     def _on_channel_state(self, state: grpc.ChannelConnectivity) -> None:
         self._channel_ready = state == grpc.ChannelConnectivity.READY
@@ -499,8 +513,13 @@ class TaskHubGrpcWorker:
         try:
             while True:
                 try:
-                    item = inbox.get(timeout=None if give_up_at is None else max(0.0, give_up_at - time.monotonic()))
+                    item = inbox.get(timeout=SILENT_STREAM_SECONDS if give_up_at is None
+                                     else max(0.0, give_up_at - time.monotonic()))
                 except queue.Empty:
+                    if give_up_at is None:
+                        stream.cancel()
+                        self._open_channel()
+                        return received_any, f"nothing heard from the hub for {SILENT_STREAM_SECONDS:g}s"
                     return received_any, f"{stream.code().name}: {stream.details()}"
                 if item is _CALL_ENDED:
                     give_up_at = time.monotonic() + STUCK_STREAM_GRACE_SECONDS

@@ -4,6 +4,14 @@ from tests.support.postgres import PostgresCluster
 from tests.support.processes import MsBackendProcess, ServerProcess, ms_python
 
 
+def pytest_addoption(parser):
+    soak = parser.getgroup("soak", "the randomized fault-injection soak (tests/faults/test_soak.py)")
+    soak.addoption("--soak", action="store_true", help="run the long soak instead of its short CI version")
+    soak.addoption("--soak-kills", type=int, help="kill -9s to inject (default: 6, or 40 with --soak)")
+    soak.addoption("--soak-orchestrations", type=int, help="orchestrations to run (default: 300, or 5000 with --soak)")
+    soak.addoption("--soak-seed", type=int, help="seed of the random plan (default: a fixed one); the run prints it")
+
+
 @pytest.fixture(scope="session")
 def ms_sdk_python():
     """Path to the interpreter of the venv with Microsoft's durabletask installed."""

@@ -609,3 +609,14 @@ async def test_everything_survives_reopening_the_store(open_store):
     assert (await store.get_instance("c")).output == '"survived"'
     fired = (await wait_claimable(store)).orchestrations[0]
     assert (fired.request.instanceId, kinds(fired.request.newEvents)[1]) == ("b", "timerFired")
+
+
+@run_async
+async def test_the_store_carries_on_after_callers_give_up_on_their_writes(store):
+    # A gRPC call cancelled mid-write (a worker whose connection dropped) cancels the store call it awaits.
+    given_up = [asyncio.ensure_future(start(store, f"given-up-{i}")) for i in range(50)]
+    await asyncio.sleep(0)  # queued for the writer
+    for write in given_up:
+        write.cancel()
+    await asyncio.wait_for(start(store, "after"), timeout=10)
+    assert (await store.get_instance("after")).status == PENDING

@@ -20,6 +20,8 @@ log = logging.getLogger("durabletask.server")
 
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+# Floor of the keepalive ping interval and timeout: a busy but live worker must not miss the deadline.
+MIN_KEEPALIVE_SECONDS = 1.0
 
 
 class TaskHubServer:
@@ -60,10 +62,21 @@ class TaskHubServer:
         # Authentication first: nothing from a caller without a token is even parsed.
         interceptors = [BearerTokenAuth(self._accepted_tokens)] if self._accepted_tokens else []
         interceptors.append(RefuseUndecodableRequests())
+        # A worker that stops answering (a frozen process, a lost node, a cut network) leaves its
+        # stream open, and the dispatcher renews the leases of open streams: keepalive pings end
+        # such a stream within about a lease time, so that its work is handed out again.
+        keepalive_ms = int(max(self._lease_seconds / 2, MIN_KEEPALIVE_SECONDS) * 1000)
         self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                               ("grpc.max_send_message_length", -1),
                                               # a second hub on a taken port must fail, not share it
-                                              ("grpc.so_reuseport", 0)],
+                                              ("grpc.so_reuseport", 0),
+                                              ("grpc.keepalive_time_ms", keepalive_ms),
+                                              ("grpc.keepalive_timeout_ms", keepalive_ms),
+                                              # recent gRPC releases time the ping's answer with this
+                                              # one, not keepalive_timeout_ms (default: 1 min)
+                                              ("grpc.http2.ping_timeout_ms", keepalive_ms),
+                                              # keep pinging a stream that has nothing to send
+                                              ("grpc.http2.max_pings_without_data", 0)],
                                      interceptors=interceptors)
         servicer = TaskHubServicer(self.store, self._dispatcher, watchers, self._max_payload, metrics)
         stubs.add_TaskHubSidecarServiceServicer_to_server(servicer, self._grpc)
@@ -78,10 +91,11 @@ class TaskHubServer:
         return self
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self._dispatcher is not None:
+            # First: work handed out during the grace period could not be reported (new calls are refused).
+            await self._dispatcher.stop()
         if self._grpc is not None:
             await self._grpc.stop(grace)
-        if self._dispatcher is not None:
-            await self._dispatcher.stop()
         if self._metrics is not None:
             self._metrics.shutdown()
         self.store.close()

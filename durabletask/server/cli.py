@@ -27,7 +27,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "postgresql://USER@HOST:5432/DB[?synchronous_commit=off] (several replicas may share one)")
     parser.add_argument("--metrics-port", type=int, default=9464, help="Prometheus /metrics port; 0 turns it off")
     parser.add_argument("--lease-seconds", type=float, default=DEFAULT_LEASE_SECONDS,
-                        help="how long a worker holds a work item before it returns to the queue")
+                        help="how long a work item stays with a server that lost track of it (a crash) before "
+                        "it returns to the queue; a worker that stops answering loses its work within about as long")
     parser.add_argument("--max-payload-bytes", type=int, default=DEFAULT_MAX_PAYLOAD_BYTES,
                         help="largest input, output or event payload accepted (default 4 MiB)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

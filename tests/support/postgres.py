@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -52,15 +53,28 @@ class PostgresCluster:
         data = self.dir / "data"
         self._run(str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
                   "--locale=C", "--no-sync")
+        self._start_server()
+        return self
+
+    def _start_server(self) -> None:
         options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=300 "
                    f"-c fsync={'on' if self.fsync else 'off'}")
-        self._run(str(self.bin / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.dir / "server.log"),
-                  "-w", "-t", "30", "start")
-        return self
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-o", options, "-l",
+                  str(self.dir / "server.log"), "-w", "-t", "30", "start")
+
+    def _stop_server(self) -> None:
+        """An immediate shutdown: every connection is cut and the next start recovers from the WAL, as after a crash."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Crash the server and bring it back on the same port after `down_seconds`."""
+        self._stop_server()
+        time.sleep(down_seconds)
+        self._start_server()
 
     def stop(self) -> None:
         try:
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
+            self._stop_server()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 

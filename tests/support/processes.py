@@ -58,6 +58,13 @@ def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
             process.wait()
 
 
+def kill_process(process: subprocess.Popen | None) -> None:
+    """kill -9: no handler runs, nothing is flushed or handed back; the OS closes its sockets."""
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait()
+
+
 class ServerProcess:
     """Our `durabletask-server` as a subprocess on a loopback port; restartable on the same store."""
 
@@ -93,9 +100,7 @@ class ServerProcess:
             stop_process(self.process)
 
     def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
+        kill_process(self.process)
 
     def restart(self) -> None:
         self.stop()
@@ -191,6 +196,16 @@ class RunnerProcess:
                 raise TimeoutError(f"{path} answered {code}, not {status}, within {timeout}s")
             time.sleep(0.05)
 
+    def kill(self) -> None:
+        kill_process(self.process)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process stops answering but its connections stay open, as on a hung or cut-off node."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM the runner; its exit code."""
         self.process.send_signal(signal.SIGTERM)
@@ -198,4 +213,5 @@ class RunnerProcess:
 
     def stop(self) -> None:
         if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)  # a frozen process cannot act on SIGTERM
             stop_process(self.process)

@@ -300,7 +300,12 @@ class PostgresStore(SqlStore):
                 except queue.Empty:
                     break
             stop = None in batch
-            batch = sorted((request for request in batch if request is not None), key=lambda r: r.lock_key)
+            # A request whose caller gave up (its gRPC call was cancelled) before it ran is dropped, as if
+            # never sent; a running one (or one retried) can no longer be cancelled, so its outcome always
+            # finds its future.
+            batch = sorted((request for request in batch if request is not None and
+                            (request.done.running() or request.done.set_running_or_notify_cancel())),
+                           key=lambda r: r.lock_key)
             if batch:
                 self._run_batch(batch)
             if stop:

@@ -216,7 +216,9 @@ class SqliteStore(SqlStore):
                 except queue.Empty:
                     break
             stop = None in batch
-            batch = [request for request in batch if request is not None]
+            # A request whose caller gave up (its gRPC call was cancelled) before it ran is dropped, as
+            # if never sent; a running one can no longer be cancelled, so its outcome always finds its future.
+            batch = [request for request in batch if request is not None and request[2].set_running_or_notify_cancel()]
             tx = _Tx(conn, time.time())
             outcomes = []
             try:
