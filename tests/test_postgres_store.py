@@ -74,9 +74,8 @@ async def test_a_refused_completion_does_not_undo_those_committed_with_it(databa
         items = (await store.claim(10, 0, ACCEPT_ALL, 30)).orchestrations
         tokens = {item.request.instanceId: item.token for item in items}
         tokens["i3"] = "o0000000000000000.i3"  # not the lease i3's worker holds
-        outcomes = await asyncio.gather(*(
-            store.complete_orchestration(token, episode(iid, token, complete('"ok"'))) for iid, token in tokens.items()),
-            return_exceptions=True)
+        outcomes = await asyncio.gather(*(store.complete_orchestration(token, episode(iid, token, complete('"ok"')))
+                                          for iid, token in tokens.items()), return_exceptions=True)
         refused = {iid for iid, outcome in zip(tokens, outcomes) if isinstance(outcome, StaleToken)}
         assert refused == {"i3"} and all(outcome is None for outcome in outcomes if not isinstance(outcome, StaleToken))
         statuses = {iid: (await store.get_instance(iid)).status for iid in tokens}
