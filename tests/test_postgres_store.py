@@ -10,7 +10,7 @@ import pytest
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.server.stores import StoreUrlError, open_store
-from durabletask.server.stores.base import ACCEPT_ALL, NewInstance
+from durabletask.server.stores.base import ACCEPT_ALL, NewInstance, StaleToken
 from durabletask.server.stores.postgres import MIGRATIONS, PostgresStore
 from tests.support.hub import complete, episode, run_async
 
@@ -64,6 +64,25 @@ async def test_replicas_never_claim_the_same_work_item_and_report_the_same_count
     assert by_a and by_b  # both took part
     completed = [("workflow", "", pb.ORCHESTRATION_STATUS_COMPLETED, 200)]
     assert [c for c in a.instance_counts() if c[3]] == [c for c in b.instance_counts() if c[3]] == completed
+
+
+@run_async
+async def test_a_refused_completion_does_not_undo_those_committed_with_it(database):
+    store = PostgresStore(database)
+    try:
+        await asyncio.gather(*(store.create_instance(NewInstance(f"i{n}", "workflow")) for n in range(6)))
+        items = (await store.claim(10, 0, ACCEPT_ALL, 30)).orchestrations
+        tokens = {item.request.instanceId: item.token for item in items}
+        tokens["i3"] = "o0000000000000000.i3"  # not the lease i3's worker holds
+        outcomes = await asyncio.gather(*(store.complete_orchestration(token, episode(iid, token, complete('"ok"')))
+                                          for iid, token in tokens.items()), return_exceptions=True)
+        refused = {iid for iid, outcome in zip(tokens, outcomes) if isinstance(outcome, StaleToken)}
+        assert refused == {"i3"} and all(outcome is None for outcome in outcomes if not isinstance(outcome, StaleToken))
+        statuses = {iid: (await store.get_instance(iid)).status for iid in tokens}
+        assert statuses == {**{f"i{n}": pb.ORCHESTRATION_STATUS_COMPLETED for n in range(6)},
+                            "i3": pb.ORCHESTRATION_STATUS_PENDING}
+    finally:
+        store.close()
 
 
 @run_async

@@ -120,6 +120,20 @@ async def test_activity_round_trip_completes_the_orchestration(store):
 
 
 @run_async
+async def test_an_activity_result_is_filed_under_the_task_its_token_names(store):
+    """The token, not the ids a worker echoes back, says which task of which instance finished."""
+    await run_to_activity(store, "a")
+    activity = await claim_one(store, "activities")
+    result = activity_result(activity.request, activity.token, '"out"')
+    result.taskId, result.instanceId = 7, "elsewhere"
+    await store.complete_activity(activity.token, result)
+
+    item = await claim_one(store)
+    assert kinds(item.request.newEvents) == ["orchestratorStarted", "taskCompleted"]
+    assert item.request.newEvents[1].taskCompleted.taskScheduledId == 1
+
+
+@run_async
 async def test_failed_activity_and_orchestration_failure_details_are_kept(store):
     await run_to_activity(store, "a")
     activity = await claim_one(store, "activities")

@@ -4,11 +4,14 @@ The SQLite store's twin: the same tables, the same semantics (both pass
 `tests/test_store_conformance.py`), and the transaction steps of `sql.SqlStore`. What differs is
 what several replicas at once require:
 
-- Every write batch runs on a pooled connection in one transaction, each request in its own
-  savepoint (group commit: the completions that arrive together share one commit). A few writer
-  threads run batches side by side; requests in a batch are sorted by the instance they touch
-  first, so that batches lock instances in the same order and rarely deadlock. A request that
-  does lose a deadlock (or an insert race) is retried in a later batch.
+- Every write batch runs on a pooled connection in one transaction (group commit: the completions
+  that arrive together share one commit). Its requests run back to back; should one fail, the
+  batch runs again with each request in its own savepoint, so that it fails alone. The hot paths
+  are PL/pgSQL functions (migration 2), so that a request is one or two statements: psycopg's
+  cost per statement, not the database, is what bounds a replica's throughput. Requests in a
+  batch are sorted by the instance they touch first, so that batches of different replicas lock
+  instances in the same order and rarely deadlock. A request that does lose a deadlock (or an
+  insert race) is retried in a later batch.
 - A request locks its instance row (`FOR UPDATE`) before it reads or adds inbox events; claims
   skip rows another transaction holds (`FOR UPDATE SKIP LOCKED`), so replicas never hand out the
   same work item and never wait on each other to claim.
@@ -48,13 +51,13 @@ from psycopg_pool import ConnectionPool
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal.versions import compare_versions
 from durabletask.server import episodes
-from durabletask.server.episodes import Deliver, event
+from durabletask.server.episodes import event
 from durabletask.server.stores import safe_url
 from durabletask.server.stores.base import (
-    RESULT_BATCH_SECONDS, ClaimResult, CommitNotice, InstanceState, NameFilter, StaleToken, StoreUrlError,
-    Unstorable, WorkFilters, WorkItem, activity_row_id)
+    RESULT_BATCH_SECONDS, TERMINAL_STATUSES, ClaimResult, CommitNotice, InstanceState, NameFilter, StaleToken,
+    StoreUrlError, Unstorable, WorkFilters, WorkItem, activity_row_id)
 from durabletask.server.stores.sql import (
-    STALE_TOKEN, UNCLAIMABLE_SQL, SqlStore, history_bytes, instance_of, instance_state)
+    INSTANCE_COLUMNS, STALE_TOKEN, SqlStore, history_bytes, instance_of, instance_state)
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +130,135 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (name, version, status, shard)
     );
     """,
+    # 2: the hot paths as functions, so that a request is one or two statements instead of eight
+    # (psycopg's cost per statement is what bounded throughput). Statuses as in orchestrator_service:
+    # 1, 3, 5 finished (TERMINAL), 7 suspended, 6 pending.
+    """
+    -- PostgresStore._refresh_ready: when the (locked) instance can next be claimed. True if it is now
+    -- claimable.
+    CREATE FUNCTION durabletask_refresh_ready(p_instance TEXT, p_now DOUBLE PRECISION,
+                                              p_hold DOUBLE PRECISION) RETURNS BOOLEAN
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        claimable BOOLEAN;
+    BEGIN
+        UPDATE instances SET ready_at = CASE
+            WHEN status IN (1, 3, 5, 7) THEN NULL
+            WHEN lease_token IS NOT NULL AND blocked_until > p_now THEN blocked_until
+            WHEN next_event.at IS NULL THEN NULL
+            ELSE GREATEST(next_event.at + next_event.hold, COALESCE(blocked_until, 0)) END
+        FROM (SELECT MIN(visible_at) AS at,
+                     CASE WHEN EXISTS (SELECT 1 FROM activities WHERE instance_id = p_instance)
+                          THEN p_hold ELSE 0 END AS hold
+              FROM inbox WHERE instance_id = p_instance) AS next_event
+        WHERE instance_id = p_instance
+        RETURNING status NOT IN (1, 3, 5, 7) AND (lease_token IS NULL OR blocked_until <= p_now)
+                  AND ready_at IS NOT NULL INTO claimable;
+        RETURN COALESCE(claimable, FALSE);
+    END $$;
+
+    -- PostgresStore._enqueue: add an event to the inbox of a locked instance, which can only make it
+    -- ready sooner. True if that made it claimable.
+    CREATE FUNCTION durabletask_enqueue(p_instance TEXT, p_execution_id TEXT, p_visible_at DOUBLE PRECISION,
+                                        p_event BYTEA, p_now DOUBLE PRECISION) RETURNS BOOLEAN
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO inbox (instance_id, execution_id, visible_at, event)
+        VALUES (p_instance, p_execution_id, p_visible_at, p_event);
+        UPDATE instances SET ready_at = LEAST(COALESCE(ready_at, GREATEST(p_visible_at, COALESCE(blocked_until, 0))),
+                                              GREATEST(p_visible_at, COALESCE(blocked_until, 0)))
+        WHERE instance_id = p_instance AND status NOT IN (1, 3, 5, 7)
+          AND (lease_token IS NULL OR blocked_until <= p_now);
+        RETURN FOUND;
+    END $$;
+
+    -- PostgresStore._complete_activity: the instance locked first, the activity taken if the token
+    -- holds it, its outcome delivered as SqlStore._deliver does. taken_task_id is NULL for a stale
+    -- token; when it differs from p_task_id (the id p_outcome was built for) nothing was changed.
+    CREATE FUNCTION durabletask_complete_activity(
+        p_id BIGINT, p_token TEXT, p_instance TEXT, p_task_id INTEGER, p_outcome BYTEA,
+        p_now DOUBLE PRECISION, p_hold DOUBLE PRECISION, OUT taken_task_id INTEGER, OUT work_ready BOOLEAN)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        v_status INTEGER;
+        v_execution_id TEXT;
+        v_scheduled_start DOUBLE PRECISION;
+        v_instance TEXT;
+        v_activity_execution_id TEXT;
+    BEGIN
+        work_ready := FALSE;
+        SELECT status, execution_id, scheduled_start INTO v_status, v_execution_id, v_scheduled_start
+        FROM instances WHERE instance_id = p_instance FOR UPDATE;
+        SELECT instance_id, execution_id, task_id INTO v_instance, v_activity_execution_id, taken_task_id
+        FROM activities WHERE id = p_id AND lease_token = p_token;
+        IF taken_task_id IS NULL OR taken_task_id <> p_task_id THEN
+            RETURN;
+        END IF;
+        DELETE FROM activities WHERE id = p_id;
+        IF v_instance <> p_instance THEN
+            SELECT status, execution_id, scheduled_start INTO v_status, v_execution_id, v_scheduled_start
+            FROM instances WHERE instance_id = v_instance FOR UPDATE;
+            IF NOT FOUND THEN
+                RETURN;
+            END IF;
+        ELSIF v_status IS NULL THEN
+            RETURN;
+        END IF;
+        IF v_status NOT IN (1, 3, 5) AND (v_activity_execution_id = '' OR v_activity_execution_id = v_execution_id) THEN
+            work_ready := durabletask_enqueue(v_instance, v_activity_execution_id,
+                CASE WHEN v_status = 6 THEN GREATEST(p_now, COALESCE(v_scheduled_start, 0)) ELSE p_now END,
+                p_outcome, p_now);
+        END IF;
+        IF durabletask_refresh_ready(v_instance, p_now, p_hold) THEN  -- runs whatever work_ready is
+            work_ready := TRUE;
+        END IF;
+    END $$;
+
+    -- The non-continue-as-new part of SqlStore._commit_episode for an instance whose lease the caller
+    -- checked: history, status, finishing, new activities and timers, and (p_refresh) the next ready
+    -- time. True if the instance is now claimable.
+    CREATE FUNCTION durabletask_commit_episode(
+        p_instance TEXT, p_execution_id TEXT, p_history BYTEA, p_status INTEGER, p_output TEXT,
+        p_failure_details BYTEA, p_custom_status TEXT, p_finished BOOLEAN, p_task_ids INTEGER[],
+        p_names TEXT[], p_versions TEXT[], p_requests BYTEA[], p_timer_at DOUBLE PRECISION[],
+        p_timers BYTEA[], p_refresh BOOLEAN, p_now DOUBLE PRECISION, p_hold DOUBLE PRECISION)
+    RETURNS BOOLEAN
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        v_episode INTEGER;
+    BEGIN
+        UPDATE instances SET episodes = episodes + 1, status = p_status, output = p_output,
+            failure_details = p_failure_details, custom_status = p_custom_status, updated_at = p_now,
+            completed_at = CASE WHEN p_finished THEN p_now END, lease_token = NULL, blocked_until = NULL
+        WHERE instance_id = p_instance RETURNING episodes - 1 INTO v_episode;
+        INSERT INTO history (instance_id, episode, events) VALUES (p_instance, v_episode, p_history);
+        IF p_finished THEN
+            DELETE FROM inbox WHERE instance_id = p_instance;
+            DELETE FROM activities WHERE instance_id = p_instance AND lease_token IS NULL;
+        END IF;
+        IF cardinality(p_task_ids) > 0 THEN
+            INSERT INTO activities (instance_id, execution_id, task_id, name, version, request, ready_at)
+            SELECT p_instance, p_execution_id, task_id, name, version, request, p_now
+            FROM unnest(p_task_ids, p_names, p_versions, p_requests) AS a(task_id, name, version, request);
+        END IF;
+        IF cardinality(p_timers) > 0 THEN
+            INSERT INTO inbox (instance_id, execution_id, visible_at, event)
+            SELECT p_instance, p_execution_id, visible_at, event
+            FROM unnest(p_timer_at, p_timers) AS t(visible_at, event);
+        END IF;
+        IF p_refresh THEN
+            RETURN durabletask_refresh_ready(p_instance, p_now, p_hold);
+        END IF;
+        RETURN FALSE;
+    END $$;
+    """,
 )
 
 DATABASE_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
 MIGRATION_LOCK = 0x64757261626c65  # pg_advisory_xact_lock key: "durable"
 MAX_BATCH = 200
-WRITERS = 4
+# Writer threads. One writes the most per CPU second: more only share the GIL and split the batches.
+WRITERS = 1
 READ_THREADS = 8
 COUNT_SHARDS = 8
 RETRIES = 10  # attempts for a request that keeps losing deadlocks or insert races
@@ -171,6 +297,11 @@ def _filter_sql(tx: "_Tx", table: str, filters: tuple[NameFilter, ...]) -> tuple
     return " AND (" + " OR ".join(clauses) + ")", params
 
 
+def _columns(rows: list[tuple], width: int) -> list[list]:
+    """Rows as column lists (for unnest), `width` empty lists when there are none."""
+    return [list(column) for column in zip(*rows)] if rows else [[] for _ in range(width)]
+
+
 def _note_work_ready(tx: "_Tx", ready: bool) -> None:
     tx.notice.work_ready |= ready
 
@@ -192,17 +323,18 @@ class _Tx(_Sql):
     now: float
     notice: CommitNotice = field(default_factory=CommitNotice)
     counts: Counter = field(default_factory=Counter)  # (name, version, status) -> delta, this request's
-    deferred: list = field(default_factory=list)  # (cursor, on_row) of `then`, this request's
+    deferred: list = field(default_factory=list)  # (cursor, on_row) of `then`, not yet read
 
     def then(self, on_row: Callable[[Any], None], query: str, *params) -> None:
-        """Run a statement now and hand its row to `on_row` once the request's statements have all
-        been sent, at the request's closing sync, instead of waiting a round trip for it here."""
+        """Run a statement now and hand its row to `on_row` once the statements of the request (or of
+        the whole batch) have all been sent, instead of waiting a round trip for it here."""
         self.deferred.append((self.conn.execute(query, params), on_row))
 
     def read_deferred(self) -> None:
-        for cursor, on_row in self.deferred:
+        """Hand the deferred rows over, in order; an `on_row` may defer another statement."""
+        while self.deferred:
+            cursor, on_row = self.deferred.pop(0)
             on_row(cursor.fetchone())
-        self.deferred.clear()
 
 
 @dataclass
@@ -312,59 +444,20 @@ class PostgresStore(SqlStore):
                 return
 
     def _run_batch(self, batch: list[_Request]) -> None:
-        """One transaction for the whole batch, each request in a savepoint, in pipeline mode: a
-        statement whose result nobody reads goes out with the next one that is read. Round trips,
-        not the database, are what small transactions mostly wait on."""
-        outcomes: dict[int, tuple[Any, Exception | None]] = {}
+        """One transaction for the whole batch, in pipeline mode: a statement whose result nobody reads
+        goes out with the next one that is read. Round trips, not the database, are what small
+        transactions mostly wait on. The requests first run together, with nothing between them; if
+        any of them fails, that transaction is rolled back and the batch runs again with each request
+        in its own savepoint, so that a failing request fails alone."""
         retry: list[_Request] = []
         notice = None
         try:
-            with self._pool.connection() as conn, conn.pipeline() as pipeline:
-                conn.execute("BEGIN")
-                if not any(request.durable for request in batch):
-                    # Claims and renewals alone need not wait for the disk: if the database loses them, the
-                    # work is simply claimed again, and the lost lease's token is refused (fencing).
-                    conn.execute("SET LOCAL synchronous_commit = off")
-                (now,) = conn.execute(DATABASE_NOW).fetchone()
-                tx = _Tx(conn, now)
-                counts: Counter = Counter()
-                for i, request in enumerate(batch):
-                    tx.counts, tx.deferred = Counter(), []
-                    finished_before = len(tx.notice.finished)
-                    conn.execute("SAVEPOINT request")
-                    try:
-                        result = request.fn(tx, *request.args)
-                        pipeline.sync()  # so that an error of its last statements is raised here
-                        tx.read_deferred()
-                    except RETRYABLE as error:
-                        request.attempts += 1
-                        if request.attempts < RETRIES:
-                            retry.append(request)
-                        else:
-                            outcomes[i] = (None, error)
-                    except psycopg.DataError as error:  # a value the database cannot keep; it fails alone
-                        outcomes[i] = (None, Unstorable(f"The PostgreSQL store cannot keep this request: "
-                                                        f"{str(error).rstrip('.')}."))
-                    except Exception as error:  # the request fails alone; the batch goes on
-                        if isinstance(error, psycopg.Error):
-                            log.warning("store request %s failed: %s", request.fn.__name__, error)
-                        outcomes[i] = (None, error)
-                    else:
-                        outcomes[i] = (result, None)
-                        counts.update(tx.counts)
-                        conn.execute("RELEASE request")
-                        continue
-                    del tx.notice.finished[finished_before:]  # they did not happen
-                    try:  # statements queued after a failed one are skipped until the pipeline syncs
-                        pipeline.sync()
-                    except psycopg.Error:
-                        pass
-                    conn.execute("ROLLBACK TO request")
-                    conn.execute("RELEASE request")
-                self._apply_counts(tx, counts)
-                self._publish(tx)
-                conn.execute("COMMIT")
-                notice = tx.notice
+            with self._pool.connection() as conn:
+                try:
+                    outcomes, notice = self._run_together(conn, batch)
+                except Exception:
+                    conn.execute("ROLLBACK")
+                    outcomes, retry, notice = self._run_apart(conn, batch)
         except Exception as error:
             log.exception("store transaction failed")
             outcomes = {i: (None, error) for i in range(len(batch))}
@@ -378,6 +471,82 @@ class PostgresStore(SqlStore):
             self._queue_for(request).put(request)
         if notice is not None and (notice.work_ready or notice.status_changed or notice.finished):
             self._tell_listeners(notice)
+
+    def _run_together(self, conn: psycopg.Connection, batch: list[_Request]) -> tuple[dict, CommitNotice]:
+        """The batch's requests one after another, no savepoints, each request's deferred reads at
+        the end; the first error (after the pipeline is back in sync) is raised."""
+        with conn.pipeline() as pipeline:
+            try:
+                tx = self._begin(conn, batch)
+                results = {i: (request.fn(tx, *request.args), None) for i, request in enumerate(batch)}
+                tx.read_deferred()
+                self._end(tx, tx.counts)
+                return results, tx.notice
+            except BaseException:
+                try:  # so that leaving the pipeline does not report the error again
+                    pipeline.sync()
+                except psycopg.Error:
+                    pass
+                raise
+
+    def _run_apart(self, conn: psycopg.Connection, batch: list[_Request]) -> tuple[dict, list, CommitNotice]:
+        """The batch with each request in a savepoint, synced on its own: a failing request is rolled
+        back alone, one that lost a lock-order race goes to `retry`."""
+        outcomes: dict[int, tuple[Any, Exception | None]] = {}
+        retry: list[_Request] = []
+        with conn.pipeline() as pipeline:
+            tx = self._begin(conn, batch)
+            counts: Counter = Counter()
+            for i, request in enumerate(batch):
+                tx.counts, tx.deferred = Counter(), []
+                finished_before = len(tx.notice.finished)
+                conn.execute("SAVEPOINT request")
+                try:
+                    result = request.fn(tx, *request.args)
+                    pipeline.sync()  # so that an error of its last statements is raised here
+                    tx.read_deferred()
+                except RETRYABLE as error:
+                    request.attempts += 1
+                    if request.attempts < RETRIES:
+                        retry.append(request)
+                    else:
+                        outcomes[i] = (None, error)
+                except psycopg.DataError as error:  # a value the database cannot keep; it fails alone
+                    outcomes[i] = (None, Unstorable(f"The PostgreSQL store cannot keep this request: "
+                                                    f"{str(error).rstrip('.')}."))
+                except Exception as error:  # the request fails alone; the batch goes on
+                    if isinstance(error, psycopg.Error):
+                        log.warning("store request %s failed: %s", request.fn.__name__, error)
+                    outcomes[i] = (None, error)
+                else:
+                    outcomes[i] = (result, None)
+                    counts.update(tx.counts)
+                    conn.execute("RELEASE request")
+                    continue
+                del tx.notice.finished[finished_before:]  # they did not happen
+                try:  # statements queued after a failed one are skipped until the pipeline syncs
+                    pipeline.sync()
+                except psycopg.Error:
+                    pass
+                conn.execute("ROLLBACK TO request")
+                conn.execute("RELEASE request")
+            self._end(tx, counts)
+        return outcomes, retry, tx.notice
+
+    @staticmethod
+    def _begin(conn: psycopg.Connection, batch: list[_Request]) -> _Tx:
+        conn.execute("BEGIN")
+        if not any(request.durable for request in batch):
+            # Claims and renewals alone need not wait for the disk: if the database loses them, the
+            # work is simply claimed again, and the lost lease's token is refused (fencing).
+            conn.execute("SET LOCAL synchronous_commit = off")
+        (now,) = conn.execute(DATABASE_NOW).fetchone()
+        return _Tx(conn, now)
+
+    def _end(self, tx: _Tx, counts: Counter) -> None:
+        self._apply_counts(tx, counts)
+        self._publish(tx)
+        tx.conn.execute("COMMIT")
 
     @staticmethod
     def _apply_counts(tx: _Tx, counts: Counter) -> None:
@@ -459,20 +628,9 @@ class PostgresStore(SqlStore):
     def _refresh_ready(tx: _Tx, instance_id: str) -> None:
         """Recompute when the instance can next be claimed (the caller holds its row lock): never while
         suspended or finished; at the end of a live lease; else at its first event, RESULT_BATCH_SECONDS
-        later while some of its activities are still due (no earlier than an abandon back-off). One
-        statement, as the SQLite twin's steps."""
-        tx.then(lambda row: _note_work_ready(tx, row is not None and row[0]),
-            "UPDATE instances SET ready_at = CASE "
-            f"  WHEN status IN ({UNCLAIMABLE_SQL}) THEN NULL "
-            "   WHEN lease_token IS NOT NULL AND blocked_until > %s THEN blocked_until "
-            "   WHEN next_event.at IS NULL THEN NULL "
-            "   ELSE GREATEST(next_event.at + next_event.hold, COALESCE(blocked_until, 0)) END "
-            "FROM (SELECT MIN(visible_at) AS at, "
-            "      CASE WHEN EXISTS (SELECT 1 FROM activities WHERE instance_id = %s) THEN %s ELSE 0 END AS hold "
-            "      FROM inbox WHERE instance_id = %s) AS next_event "
-            "WHERE instance_id = %s "
-            f"RETURNING status NOT IN ({UNCLAIMABLE_SQL}) AND (lease_token IS NULL OR blocked_until <= %s) "
-            "AND ready_at IS NOT NULL", tx.now, instance_id, RESULT_BATCH_SECONDS, instance_id, instance_id, tx.now)
+        later while some of its activities are still due (no earlier than an abandon back-off)."""
+        tx.then(lambda row: _note_work_ready(tx, row[0]), "SELECT durabletask_refresh_ready(%s, %s, %s)",
+                instance_id, tx.now, RESULT_BATCH_SECONDS)
 
     @staticmethod
     def _enqueue(tx: _Tx, instance_id: str, ev: pb.HistoryEvent, execution_id: str | None,
@@ -480,15 +638,9 @@ class PostgresStore(SqlStore):
         """Add an event to the inbox (the caller holds the instance's row lock, so a claim never misses
         an event committed later with a lower seq). A new event can only make its instance ready
         sooner, unless a live lease, a suspension or the end of the instance keeps it unclaimable."""
-        visible_at = tx.now if visible_at is None else visible_at
-        tx.run("INSERT INTO inbox (instance_id, execution_id, visible_at, event) VALUES (%s, %s, %s, %s)",
-               instance_id, execution_id, visible_at, ev.SerializeToString())
-        tx.then(lambda row: _note_work_ready(tx, row is not None),
-            "UPDATE instances SET ready_at = LEAST(COALESCE(ready_at, GREATEST(%s, COALESCE(blocked_until, 0))), "
-            "GREATEST(%s, COALESCE(blocked_until, 0))) "
-            f"WHERE instance_id = %s AND status NOT IN ({UNCLAIMABLE_SQL}) "
-            "AND (lease_token IS NULL OR blocked_until <= %s) RETURNING TRUE", visible_at, visible_at, instance_id,
-            tx.now)
+        tx.then(lambda row: _note_work_ready(tx, row[0]), "SELECT durabletask_enqueue(%s, %s, %s, %s, %s)",
+                instance_id, execution_id, tx.now if visible_at is None else visible_at, ev.SerializeToString(),
+                tx.now)
 
     @staticmethod
     def _append_history(tx: _Tx, instance_id: str, events: list[pb.HistoryEvent]) -> None:
@@ -590,19 +742,49 @@ class PostgresStore(SqlStore):
         return await self._write(self._complete_orchestration, token, response, lock_key=instance_of(token))
 
     def _complete_orchestration(self, tx: _Tx, token: str, response: pb.OrchestratorResponse) -> None:
-        # Taking the events the worker was given goes out with the lease check, in one round trip: it
-        # deletes nothing unless the token still holds the lease.
-        taken = tx.run("DELETE FROM inbox AS i USING instances AS l WHERE i.instance_id = %s "
-                       "AND l.instance_id = i.instance_id AND l.lease_token = %s AND i.seq <= l.claim_seq "
-                       "AND i.visible_at <= l.claim_time RETURNING i.visible_at, i.seq, i.event",
-                       instance_of(token), token)
-        row = self._leased_instance(tx, token)
+        # The lease check locks the instance, then takes the events the worker was given: one statement
+        # that deletes nothing unless the token still holds the lease.
+        row = tx.one(f"WITH leased AS (SELECT {INSTANCE_COLUMNS}, parent, claim_seq, claim_time FROM instances "
+                     "    WHERE instance_id = %s AND lease_token = %s FOR UPDATE), "
+                     "taken AS (DELETE FROM inbox AS i USING leased AS l WHERE i.instance_id = l.instance_id "
+                     "    AND i.seq <= l.claim_seq AND i.visible_at <= l.claim_time RETURNING i.visible_at, i.seq, "
+                     "    i.event) "
+                     "SELECT leased.*, (SELECT array_agg(event ORDER BY visible_at, seq) FROM taken) FROM leased",
+                     instance_of(token), token)
+        if row is None:
+            raise StaleToken(STALE_TOKEN)
         state = instance_state(row[:15], include_payloads=True)
-        parent, _, claim_time = row[15:18]
+        parent, _, claim_time, taken = row[15:19]
         delivered = [event(claim_time, orchestratorStarted=pb.OrchestratorStartedEvent())]
         # In the order the worker was given them (visible_at, seq).
-        delivered += [pb.HistoryEvent.FromString(blob) for _, _, blob in sorted(taken.fetchall())]
+        delivered += [pb.HistoryEvent.FromString(blob) for blob in taken or ()]
         self._apply_episode(tx, state, parent, delivered, response)
+
+    def _commit_episode(self, tx: _Tx, state: InstanceState, parent: bytes | None,
+                        episode: episodes.Episode) -> None:
+        if episode.continue_as_new is not None:
+            return super()._commit_episode(tx, state, parent, episode)
+        iid = state.instance_id
+        finished = episode.status in TERMINAL_STATUSES
+        activities = [(request.taskId, request.name, request.version.value, request.SerializeToString())
+                      for request in episode.activities]
+        timers = [(fire_at, fired.SerializeToString()) for fire_at, fired in episode.timers]
+        # Messages go out before the instance's next ready time is computed, as in the shared step.
+        tx.then(lambda row: _note_work_ready(tx, row[0]),
+                "SELECT durabletask_commit_episode(%s, %s, %s, %s, %s, %s, %s, %s, %s::int[], %s::text[], "
+                "%s::text[], %s::bytea[], %s::float8[], %s::bytea[], %s, %s, %s)",
+                iid, state.execution_id, history_bytes(episode.history), episode.status, episode.output,
+                episode.failure_details.SerializeToString() if episode.failure_details else None,
+                episode.custom_status, finished, *_columns(activities, 4), *_columns(timers, 2), not episode.messages,
+                tx.now,
+                RESULT_BATCH_SECONDS)
+        self._recount(tx, iid, (state.name, state.version, state.status), (state.name, state.version, episode.status))
+        if finished:
+            tx.notice.finished.append((state.name, tx.now - state.created_at))
+        tx.notice.work_ready |= bool(activities)
+        if episode.messages:
+            self._send(tx, episode.messages)
+            self._refresh_ready(tx, iid)
 
     @staticmethod
     def _add_work(tx: _Tx, state: InstanceState, episode: episodes.Episode) -> None:
@@ -623,25 +805,29 @@ class PostgresStore(SqlStore):
     async def complete_activity(self, token: str, response: pb.ActivityResponse) -> None:
         return await self._write(self._complete_activity, token, response, lock_key=response.instanceId)
 
-    def _complete_activity(self, tx: _Tx, token: str, response: pb.ActivityResponse) -> None:
-        # The instance's row lock comes first, as for every write to an instance; sent together with
-        # taking the activity, both answers arrive in one round trip.
-        instance = tx.run("SELECT status, execution_id, scheduled_start FROM instances WHERE instance_id = %s "
-                          "FOR UPDATE", response.instanceId)
-        taken = tx.one("DELETE FROM activities WHERE id = %s AND lease_token = %s "
-                       "RETURNING instance_id, execution_id, task_id", activity_row_id(token), token)
-        if taken is None:
-            raise StaleToken(STALE_TOKEN)
-        iid, execution_id, task_id = taken
+    def _complete_activity(self, tx: _Tx, token: str, response: pb.ActivityResponse,
+                           task_id: int | None = None) -> None:
+        """One statement: the outcome is built for the task id the worker reports, which the function
+        checks against the activity's own (and, should they differ, is built again for that one)."""
+        task_id = response.taskId if task_id is None else task_id
         if response.HasField("failureDetails"):
             outcome = event(tx.now, taskFailed=pb.TaskFailedEvent(
                 taskScheduledId=task_id, failureDetails=response.failureDetails))
         else:
             outcome = event(tx.now, taskCompleted=pb.TaskCompletedEvent(
                 taskScheduledId=task_id, result=response.result if response.HasField("result") else None))
-        row = instance.fetchone() if iid == response.instanceId else None
-        if self._deliver(tx, Deliver(iid, outcome, execution_id), locked_row=row):
-            self._refresh_ready(tx, iid)  # held back a little while more results are due
+
+        def on_row(row: tuple) -> None:
+            taken_task_id, work_ready = row
+            if taken_task_id is None:
+                raise StaleToken(STALE_TOKEN)
+            if taken_task_id != task_id:
+                self._complete_activity(tx, token, response, taken_task_id)
+            _note_work_ready(tx, work_ready)
+
+        tx.then(on_row, "SELECT * FROM durabletask_complete_activity(%s, %s, %s, %s, %s, %s, %s)",
+                activity_row_id(token), token, response.instanceId, task_id, outcome.SerializeToString(), tx.now,
+                RESULT_BATCH_SECONDS)
 
     async def renew(self, tokens: list[str], lease_seconds: float) -> None:
         return await self._write(self._renew, tokens, lease_seconds, durable=False)

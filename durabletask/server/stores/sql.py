@@ -225,6 +225,11 @@ class SqlStore(Store):
         events the worker was given (`delivered`) from the inbox."""
         episode = episodes.plan_episode(state, pb.ParentInstanceInfo.FromString(parent) if parent else None,
                                         delivered, response, tx.now)
+        self._commit_episode(tx, state, parent, episode)
+
+    def _commit_episode(self, tx: SqlTx, state: InstanceState, parent: bytes | None,
+                        episode: episodes.Episode) -> None:
+        """Write a planned episode: history, status, new work, messages to other instances."""
         iid = state.instance_id
         if episode.continue_as_new is not None:
             self._continue_as_new(tx, state, parent, episode)
@@ -243,14 +248,17 @@ class SqlStore(Store):
                 self._finish(tx, iid)
                 tx.notice.finished.append((state.name, tx.now - state.created_at))
         self._add_work(tx, state, episode)
-        for message in episode.messages:
+        self._send(tx, episode.messages)
+        self._refresh_ready(tx, iid)
+
+    def _send(self, tx: SqlTx, messages: list[Deliver | StartChild | TerminateOther]) -> None:
+        for message in messages:
             if isinstance(message, Deliver):
                 self._deliver(tx, message)
             elif isinstance(message, StartChild):
                 self._start_child(tx, message.new)
             elif isinstance(message, TerminateOther):
                 self._terminate(tx, message.instance_id, message.reason, message.recursive)
-        self._refresh_ready(tx, iid)
 
     @staticmethod
     def _leased_instance(tx: SqlTx, token: str) -> tuple:
