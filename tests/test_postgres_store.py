@@ -12,6 +12,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.server.stores import StoreUrlError, open_store
 from durabletask.server.stores.base import ACCEPT_ALL, NewInstance, StaleToken
 from durabletask.server.stores.postgres import MIGRATIONS, PostgresStore
+from durabletask.server.stores.sql import TERMINAL, UNCLAIMABLE
 from tests.support.hub import complete, episode, run_async
 
 
@@ -121,3 +122,14 @@ def test_synchronous_commit_off_is_an_explicit_opt_in(database):
                 assert conn.execute("SHOW synchronous_commit").fetchone() == (expected,)
         finally:
             store.close()
+
+
+def test_the_functions_of_migration_2_know_the_statuses_as_the_server_does():
+    # Released migrations are never edited, so their SQL spells statuses as numbers: should the
+    # protocol's numbering or the server's idea of finished/unclaimable change, a new migration is due.
+    assert TERMINAL == (pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED,
+                        pb.ORCHESTRATION_STATUS_TERMINATED) == (1, 3, 5)
+    assert UNCLAIMABLE == (1, 3, 5, pb.ORCHESTRATION_STATUS_SUSPENDED) == (1, 3, 5, 7)
+    assert pb.ORCHESTRATION_STATUS_PENDING == 6
+    functions = MIGRATIONS[1]
+    assert functions.count("(1, 3, 5, 7)") == 3 and "NOT IN (1, 3, 5)" in functions and "v_status = 6" in functions
