@@ -19,7 +19,8 @@ from durabletask.server.episodes import epoch, optional_string, timestamp
 from durabletask.server.metrics import ACTIVITY, ORCHESTRATION, HubMetrics
 from durabletask.server.stores.base import (
     TERMINAL_STATUSES, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery, InstanceState, NameFilter,
-    NewInstance, PurgeFilter, StaleToken, Store, StoreError, Unstorable, WorkFilters, WrongState, status_name)
+    NewInstance, PurgeFilter, StaleToken, Store, StoreError, StoreUnavailable, Unstorable, WorkFilters, WrongState,
+    status_name)
 
 HEALTH_PING_SECONDS = 30.0  # well inside the SDK's 120 s silent-disconnect timeout
 ABANDON_BACKOFF_SECONDS = 0.5
@@ -38,6 +39,7 @@ ERROR_CODES = {
     InstanceExists: grpc.StatusCode.ALREADY_EXISTS,
     StaleToken: grpc.StatusCode.FAILED_PRECONDITION,
     WrongState: grpc.StatusCode.FAILED_PRECONDITION,
+    StoreUnavailable: grpc.StatusCode.UNAVAILABLE,  # callers retry UNAVAILABLE by convention
 }
 
 

@@ -2,9 +2,13 @@
 port), with two server replicas on it: the servers reconnect (their connection pools and their
 LISTEN connections), and no instance is lost or stuck."""
 
+import threading
 import time
 
+import grpc
 import pytest
+
+from durabletask import client
 
 from tests.support.postgres import PostgresCluster
 
@@ -48,3 +52,30 @@ def test_servers_ride_out_a_postgresql_restart_under_load(fault_hub, own_postgre
     hub.report(f"PostgreSQL restart after {restarted_at} activity runs", expected, result, started)
     assert restarted_at < INSTANCES * 2 * 0.8, "the restart came too late to test anything"
     assert not result.problems(INSTANCES + AFTER_THE_RESTART)
+
+
+@pytest.mark.timeout(60)
+def test_while_postgresql_is_down_callers_get_unavailable_and_then_carry_on(server_factory, own_postgres,
+                                                                            store_url):
+    server = server_factory(store_url=store_url)
+    hub = client.TaskHubGrpcClient(host_address=server.address)
+    instance_id = hub.schedule_new_orchestration("never_run")
+    outage = threading.Thread(target=own_postgres.restart, kwargs={"down_seconds": 3.0})
+    outage.start()
+    try:
+        time.sleep(1.0)  # the cluster is down now
+        with pytest.raises(grpc.RpcError) as refused:
+            hub.get_orchestration_state(instance_id)
+    finally:
+        outage.join()
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # which gRPC callers retry
+    assert "cannot be reached right now" in refused.value.details()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            state = hub.get_orchestration_state(instance_id)
+            break
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline
+            time.sleep(0.5)
+    assert state.runtime_status == client.OrchestrationStatus.PENDING

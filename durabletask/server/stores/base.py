@@ -100,6 +100,10 @@ class WrongState(StoreError):
     """The instance is in a status that does not allow the operation."""
 
 
+class StoreUnavailable(StoreError):
+    """The store's database cannot be reached right now; the same request may succeed later."""
+
+
 class Unstorable(StoreError):
     """The request holds a value this store's database cannot keep (a NUL character in PostgreSQL text)."""
 

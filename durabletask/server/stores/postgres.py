@@ -46,7 +46,7 @@ from typing import Any, Callable
 import psycopg
 import psycopg.errors
 from psycopg import sql
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal.versions import compare_versions
@@ -55,7 +55,7 @@ from durabletask.server.episodes import event
 from durabletask.server.stores import safe_url
 from durabletask.server.stores.base import (
     RESULT_BATCH_SECONDS, TERMINAL_STATUSES, ClaimResult, CommitNotice, InstanceState, NameFilter, StaleToken,
-    StoreUrlError, Unstorable, WorkFilters, WorkItem, activity_row_id)
+    StoreUnavailable, StoreUrlError, Unstorable, WorkFilters, WorkItem, activity_row_id)
 from durabletask.server.stores.sql import (
     INSTANCE_COLUMNS, STALE_TOKEN, SqlStore, history_bytes, instance_of, instance_state)
 
@@ -420,8 +420,11 @@ class PostgresStore(SqlStore):
         return asyncio.get_running_loop().run_in_executor(self._read_pool, self._with_connection, fn, *args)
 
     def _with_connection(self, fn: Callable, *args):
-        with self._pool.connection() as conn:
-            return fn(_Sql(conn), *args)
+        try:
+            with self._pool.connection() as conn:
+                return fn(_Sql(conn), *args)
+        except (psycopg.OperationalError, PoolTimeout) as error:
+            raise _unavailable(error) from None
 
     def _write_loop(self, requests: queue.SimpleQueue) -> None:
         while True:
@@ -458,6 +461,10 @@ class PostgresStore(SqlStore):
                 except Exception:
                     conn.execute("ROLLBACK")
                     outcomes, retry, notice = self._run_apart(conn, batch)
+        except (psycopg.OperationalError, PoolTimeout) as error:  # the database is out of reach
+            log.warning("store transaction failed: %s", error)
+            outcomes = {i: (None, _unavailable(error)) for i in range(len(batch))}
+            retry = []
         except Exception as error:
             log.exception("store transaction failed")
             outcomes = {i: (None, error) for i in range(len(batch))}
@@ -871,6 +878,11 @@ def open_postgres(url: str) -> PostgresStore:
         return PostgresStore(conninfo, synchronous_commit=synchronous == "on")
     except psycopg.Error as error:
         raise StoreUrlError(f"Cannot open the PostgreSQL store at '{safe_url(url)}': {_reason(error)}.") from None
+
+
+def _unavailable(error: Exception) -> StoreUnavailable:
+    return StoreUnavailable(f"The PostgreSQL store cannot be reached right now ({str(error).strip().rstrip('.')}); "
+                            "try again.")
 
 
 def _reason(error: psycopg.Error) -> str:
