@@ -93,3 +93,30 @@ def test_microsofts_sdk_finishes_an_orchestration_across_a_server_crash(server_f
     finally:
         script.kill()
     assert out.strip().splitlines()[-1] == 'COMPLETED ["BEFORE", "AFTER"]', err[-2000:]
+
+
+def test_a_graceful_restart_ends_the_streams_at_once_and_keeps_the_work_in_flight_leased(server_factory):
+    server = server_factory()
+    before = RawWorker(server.address)
+    before.stub.StartInstance(pb.CreateInstanceRequest(instanceId="steady", name="workflow"))
+    first = before.next()
+    before.stub.CompleteOrchestratorTask(episode("steady", first.completionToken, schedule(1, "slow-step")))
+    in_flight = before.next()
+    assert in_flight.HasField("activityRequest")
+
+    began = time.monotonic()
+    server.stop()  # SIGTERM
+    stopping_took = time.monotonic() - began
+    before.close()
+    server.start()
+
+    after = RawWorker(server.address)
+    # The activity was not handed out again, so the result the worker finishes now still applies.
+    assert after.idle(wait=1.0)
+    after.stub.CompleteActivityTask(activity_result(in_flight.activityRequest, in_flight.completionToken, '"ok"'))
+    result = after.next()
+    assert [e.taskCompleted.result.value for e in result.orchestratorRequest.newEvents
+            if e.HasField("taskCompleted")] == ['"ok"']
+    after.close()
+    # An open work item stream used to hold the server for all of its 5 s grace period.
+    assert stopping_took < 3.0

@@ -42,6 +42,10 @@ def advertised_version(filters: WorkFilters) -> str:
     return max(versions, key=functools.cmp_to_key(compare_versions), default="")
 
 
+# Queued on a stream's outbox when the server stops: the stream ends there.
+END_OF_STREAM = None
+
+
 class WorkerStream:
     """One GetWorkItems call: what it accepts, how much it may hold, and the items to send."""
 
@@ -50,7 +54,7 @@ class WorkerStream:
         self.version = advertised_version(filters)
         self.max_orchestrations = max_orchestrations
         self.max_activities = max_activities
-        self.outbox: asyncio.Queue[pb.WorkItem] = asyncio.Queue()
+        self.outbox: asyncio.Queue[pb.WorkItem | None] = asyncio.Queue()
         self.orchestration_tokens: dict[str, str] = {}  # token -> instance id
         self.activity_tokens: set[str] = set()
         self._rejected: dict[str, float] = {}  # instance id -> when it may be offered again
@@ -85,6 +89,7 @@ class Dispatcher:
         self._streams: set[WorkerStream] = set()
         self._holder: dict[str, WorkerStream] = {}
         self._wake = asyncio.Event()
+        self._stopping = False
         self._alarm: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._tasks = [self._loop.create_task(self._run()), self._loop.create_task(self._renew_leases())]
@@ -103,13 +108,14 @@ class Dispatcher:
         return stream
 
     def close_stream(self, stream: WorkerStream) -> None:
-        """Forget the stream and give back, at once, the work it held but had not finished."""
+        """Forget the stream and give back, at once, the work it held but had not finished (unless
+        the server is stopping: see `stop`)."""
         self._streams.discard(stream)
         self._metrics.workers_connected.labels(stream.version).dec()
         held = _by_token(stream.orchestration_tokens, stream.activity_tokens)
         for token in held:
             self._holder.pop(token, None)
-        if held:
+        if held and not self._stopping:
             self._loop.create_task(self._release(held))
 
     def settled(self, token: str, handed_back: bool = False) -> None:
@@ -124,10 +130,17 @@ class Dispatcher:
             self._wake.set()
 
     async def stop(self) -> None:
+        """Hand out nothing more and end every work item stream, so that workers reconnect (to another
+        replica, or to this server restarted). The work they hold keeps its lease: a result reported
+        wherever the worker reconnects still applies, instead of being refused after the work was
+        handed out again; work nobody reports returns to the queue when its lease runs out."""
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         if self._alarm is not None:
             self._alarm.cancel()
+        for stream in self._streams:
+            stream.outbox.put_nowait(END_OF_STREAM)
 
     # -- the loop -----------------------------------------------------------------------------
     async def _run(self) -> None:

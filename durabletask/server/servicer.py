@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError, Message
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
-from durabletask.server.dispatcher import Dispatcher
+from durabletask.server.dispatcher import END_OF_STREAM, Dispatcher
 from durabletask.server.episodes import epoch, optional_string, timestamp
 from durabletask.server.metrics import ACTIVITY, ORCHESTRATION, HubMetrics
 from durabletask.server.stores.base import (
@@ -405,6 +405,8 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
                     item = await asyncio.wait_for(stream.outbox.get(), HEALTH_PING_SECONDS)
                 except asyncio.TimeoutError:
                     item = pb.WorkItem(healthPing=pb.HealthPing())
+                if item is END_OF_STREAM:
+                    return
                 yield item
         finally:
             self._dispatcher.close_stream(stream)
