@@ -11,7 +11,7 @@ import pytest
 
 from durabletask import client, task, worker
 from tests.support.processes import MsBackendProcess, free_port, ms_python, ms_run
-from tests.support.sdk import new_id, running_worker
+from tests.support.sdk import new_id, running_worker, wait_until
 
 
 @pytest.fixture
@@ -325,7 +325,10 @@ def test_worker_reconnects_after_the_hub_restarts():
     backend = MsBackendProcess()
     backend.start()
     try:
-        with running_worker(backend.address, [hello_cities], [hello]):
+        with running_worker(backend.address, [hello_cities], [hello]) as w:
+            # Stopped once the worker's stream is open: a hub that goes away while the first stream
+            # is still being set up is the silent-stream case, given up on after SILENT_STREAM_SECONDS.
+            wait_until(lambda: w.is_connected)
             backend.stop()
             time.sleep(1)  # the worker sees the stream drop and starts backing off
             backend.start()

@@ -7,7 +7,7 @@ import time
 
 from durabletask import client, worker
 from tests.support.processes import ServerProcess
-from tests.support.sdk import new_id, running_worker
+from tests.support.sdk import new_id, running_worker, wait_until
 
 # Each call of `slow_step` records itself here; it blocks until the test releases it.
 calls: list[str] = []
@@ -22,13 +22,6 @@ def slow_step(ctx, label):
 
 def one_slow_step(ctx, label):
     return (yield ctx.call_activity(slow_step, input=label))
-
-
-def wait_until(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 class Recorder(worker.WorkItemListener):

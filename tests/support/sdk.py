@@ -1,6 +1,7 @@
 """Helpers for SDK tests: unique instance ids and a worker that runs for the length of a `with`."""
 
 import contextlib
+import time
 import uuid
 
 from durabletask import worker
@@ -8,6 +9,13 @@ from durabletask import worker
 
 def new_id(label: str) -> str:
     return f"{label}-{uuid.uuid4().hex[:12]}"
+
+
+def wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager
