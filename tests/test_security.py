@@ -3,6 +3,7 @@ with throwaway certificates, reached by our SDK, the worker runner, the operator
 Microsoft's SDK."""
 
 import json
+import logging
 import ssl
 import subprocess
 import sys
@@ -300,3 +301,30 @@ def test_microsofts_sdk_completes_an_orchestration_with_only_its_own_parameters(
     done = ms_run(MS_HELLO_SCRIPT, f"grpcs://{server.address}", NEW_TOKEN, timeout=90)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == {"status": "COMPLETED", "output": '"Hello, TLS!"'}
+
+
+# ---- payloads ---------------------------------------------------------------------------------
+def shout(ctx, text: str) -> str:
+    return text.upper()
+
+
+def relay(ctx, text: str):
+    return (yield ctx.call_activity(shout, input=text))
+
+
+def test_payloads_are_never_logged_by_the_server_or_the_sdk_even_at_debug(tmp_path, caplog):
+    secret = new_id("card-number")
+    server = ServerProcess(f"sqlite:///{tmp_path}/hub.db", extra_args=("--log-level", "DEBUG"),
+                           log_file=tmp_path / "server.log").start()
+    try:
+        with caplog.at_level(logging.DEBUG), running_worker(server.address, [relay], [shout]), \
+                client.TaskHubGrpcClient(host_address=server.address) as hub:
+            instance_id = hub.schedule_new_orchestration(relay, input=secret)
+            state = hub.wait_for_orchestration_completion(instance_id, timeout=30)
+    finally:
+        server.stop()
+    assert state.get_output() == secret.upper()
+    server_log = server.log_file.read_text()
+    assert "listening" in server_log  # the log was written at all
+    for log in (server_log, caplog.text):
+        assert secret not in log and secret.upper() not in log
