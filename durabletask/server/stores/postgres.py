@@ -302,6 +302,15 @@ def _columns(rows: list[tuple], width: int) -> list[list]:
     return [list(column) for column in zip(*rows)] if rows else [[] for _ in range(width)]
 
 
+def _work_columns(episode: episodes.Episode) -> tuple[list[list], list[list]]:
+    """The episode's new activities (task id, name, version, request) and timers (due time, event),
+    as unnest columns."""
+    activities = [(request.taskId, request.name, request.version.value, request.SerializeToString())
+                  for request in episode.activities]
+    timers = [(fire_at, fired.SerializeToString()) for fire_at, fired in episode.timers]
+    return _columns(activities, 4), _columns(timers, 2)
+
+
 def _note_work_ready(tx: "_Tx", ready: bool) -> None:
     tx.notice.work_ready |= ready
 
@@ -773,41 +782,36 @@ class PostgresStore(SqlStore):
             return super()._commit_episode(tx, state, parent, episode)
         iid = state.instance_id
         finished = episode.status in TERMINAL_STATUSES
-        activities = [(request.taskId, request.name, request.version.value, request.SerializeToString())
-                      for request in episode.activities]
-        timers = [(fire_at, fired.SerializeToString()) for fire_at, fired in episode.timers]
+        activities, timers = _work_columns(episode)
         # Messages go out before the instance's next ready time is computed, as in the shared step.
         tx.then(lambda row: _note_work_ready(tx, row[0]),
                 "SELECT durabletask_commit_episode(%s, %s, %s, %s, %s, %s, %s, %s, %s::int[], %s::text[], "
                 "%s::text[], %s::bytea[], %s::float8[], %s::bytea[], %s, %s, %s)",
                 iid, state.execution_id, history_bytes(episode.history), episode.status, episode.output,
                 episode.failure_details.SerializeToString() if episode.failure_details else None,
-                episode.custom_status, finished, *_columns(activities, 4), *_columns(timers, 2), not episode.messages,
-                tx.now,
+                episode.custom_status, finished, *activities, *timers, not episode.messages, tx.now,
                 RESULT_BATCH_SECONDS)
         self._recount(tx, iid, (state.name, state.version, state.status), (state.name, state.version, episode.status))
         if finished:
             tx.notice.finished.append((state.name, tx.now - state.created_at))
-        tx.notice.work_ready |= bool(activities)
+        tx.notice.work_ready |= bool(episode.activities)
         if episode.messages:
             self._send(tx, episode.messages)
             self._refresh_ready(tx, iid)
 
     @staticmethod
     def _add_work(tx: _Tx, state: InstanceState, episode: episodes.Episode) -> None:
+        activities, timers = _work_columns(episode)
         if episode.activities:
             tx.run("INSERT INTO activities (instance_id, execution_id, task_id, name, version, request, ready_at) "
                    "SELECT %s, %s, task_id, name, version, request, %s "
                    "FROM unnest(%s::int[], %s::text[], %s::text[], %s::bytea[]) AS a(task_id, name, version, request)",
-                   state.instance_id, state.execution_id, tx.now, *map(list, zip(*(
-                       (request.taskId, request.name, request.version.value, request.SerializeToString())
-                       for request in episode.activities))))
+                   state.instance_id, state.execution_id, tx.now, *activities)
             tx.notice.work_ready = True
         if episode.timers:
             tx.run("INSERT INTO inbox (instance_id, execution_id, visible_at, event) "
                    "SELECT %s, %s, visible_at, event FROM unnest(%s::float8[], %s::bytea[]) AS t(visible_at, event)",
-                   state.instance_id, state.execution_id, *map(list, zip(*(
-                       (fire_at, fired.SerializeToString()) for fire_at, fired in episode.timers))))
+                   state.instance_id, state.execution_id, *timers)
 
     async def complete_activity(self, token: str, response: pb.ActivityResponse) -> None:
         return await self._write(self._complete_activity, token, response, lock_key=response.instanceId)
