@@ -47,10 +47,15 @@ class Checkpoint:
     past_length: int  # how many past events the run had applied before its last new events
     last_new_events: list[pb.HistoryEvent]  # copies: a kept request would pin its whole history
 
+    @property
+    def seen(self) -> int:
+        """How many events of the history the run has applied."""
+        return self.past_length + len(self.last_new_events)
+
     def continues_into(self, orchestrator: task.Orchestrator[Any, Any], past_events: Sequence[pb.HistoryEvent]) -> bool:
-        end = self.past_length + len(self.last_new_events)
-        return (self.run._orchestrator is orchestrator and len(past_events) >= end
-                and all(seen == now for seen, now in zip(self.last_new_events, past_events[self.past_length:end])))
+        return (self.run._orchestrator is orchestrator and len(past_events) >= self.seen
+                and all(seen == now for seen, now in zip(self.last_new_events,
+                                                         past_events[self.past_length:self.seen])))
 
 
 @dataclass
@@ -85,7 +90,7 @@ def replay(orchestrator: task.Orchestrator[Any, Any],
     With `resume_from` (the checkpoint of this instance's previous episode), only the past events
     the checkpoint has not seen are replayed, provided the history continues it."""
     if resume_from is not None and resume_from.continues_into(orchestrator, past_events):
-        run, unseen = resume_from.run, past_events[resume_from.past_length + len(resume_from.last_new_events):]
+        run, unseen = resume_from.run, past_events[resume_from.seen:]
     else:
         run, unseen = _OrchestrationRun(orchestrator, instance_id, default_sub_orchestration_version), past_events
     try:
