@@ -90,12 +90,22 @@ class RefuseUndecodableRequests(grpc.aio.ServerInterceptor):
     """Answers a request that does not decode with INVALID_ARGUMENT and one sentence, where gRPC
     would answer UNKNOWN and log a traceback for every malformed call."""
 
+    def __init__(self):
+        self._lenient: dict[str, grpc.RpcMethodHandler] = {}  # method -> its handler, made lenient once
+
     async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
-            return handler
+        method = handler_call_details.method
+        if method not in self._lenient:
+            handler = await continuation(handler_call_details)
+            if handler is None or handler.request_deserializer is None:
+                return handler
+            self._lenient[method] = self._lenient_handler(handler, method)
+        return self._lenient[method]
+
+    @staticmethod
+    def _lenient_handler(handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHandler:
         decode = handler.request_deserializer
-        method = handler_call_details.method.rpartition("/")[2]
+        method = full_method.rpartition("/")[2]
         refusal = (f"The {method} request is not a valid "
                    f"{getattr(getattr(decode, '__self__', None), '__name__', 'protocol buffer')} message.")
 
