@@ -11,7 +11,7 @@ import pytest
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.server.stores.base import (
-    ACCEPT_ALL, InstanceExists, InstanceNotFound, InstanceQuery, NameFilter, NewInstance, PurgeFilter,
+    ACCEPT_ALL, ClaimRequest, InstanceExists, InstanceNotFound, InstanceQuery, NameFilter, NewInstance, PurgeFilter,
     StaleToken, StoreError, WorkFilters, WrongState)
 from durabletask.server.stores.postgres import PostgresStore
 from durabletask.server.stores.sqlite import SqliteStore
@@ -179,6 +179,38 @@ async def test_a_leased_instance_is_not_claimed_twice(store):
     await claim_one(store)
     await store.raise_event("a", "meanwhile", None)
     assert await nothing_claimable(store)
+
+
+@run_async
+async def test_a_completion_refill_claims_the_work_it_made_ready_in_the_same_commit(store):
+    await start(store, "a")
+    item = await claim_one(store)
+    refill = ClaimRequest(10, 10, ACCEPT_ALL, LEASE)
+    claimed = await store.complete_orchestration(item.token, episode("a", item.token, schedule(1, "step", '"in"')),
+                                                 refill)
+    assert [(a.request.name, a.request.taskId) for a in claimed.activities] == [("step", 1)]
+    activity = claimed.activities[0]
+
+    claimed = await store.complete_activity(activity.token, activity_result(activity.request, activity.token, '"out"'),
+                                            refill)
+    assert [kinds(o.request.newEvents) for o in claimed.orchestrations] == [["orchestratorStarted", "taskCompleted"]]
+    assert await nothing_claimable(store)  # leased by the refill: nobody else gets it
+    item = claimed.orchestrations[0]
+    assert await store.complete_orchestration(item.token, episode("a", item.token, complete('"done"'))) is None
+    assert (await store.get_instance("a")).output == '"done"'
+
+
+@run_async
+async def test_a_refused_completion_claims_nothing_with_its_refill(store):
+    await run_to_activity(store, "a")
+    await start(store, "b")
+    activity = await claim_one(store, "activities")
+    await store.complete_activity(activity.token, activity_result(activity.request, activity.token, '"1"'))
+    with pytest.raises(StaleToken):
+        await store.complete_activity(activity.token, activity_result(activity.request, activity.token, '"2"'),
+                                      ClaimRequest(10, 10, ACCEPT_ALL, LEASE))
+    claimed = await store.claim(10, 10, ACCEPT_ALL, LEASE)
+    assert sorted(item.request.instanceId for item in claimed.orchestrations) == ["a", "b"]
 
 
 @run_async

@@ -5,9 +5,13 @@ it), a stream that opened or freed capacity, or the alarm for the earliest futur
 the store (durable timers, abandon back-offs, lease expiries; the store's ready_at index is the
 timer heap, so timers survive restarts and nothing is polled). Each round asks the store, once
 per stream with free capacity, for work matching that stream's filters, and queues it on the
-stream. It remembers which stream holds which lease: work held by a stream that goes away is
-released at once, and the leases of live streams are renewed, so a lease only runs out when the
-server itself lost track (a crash or restart).
+stream. A worker completing a work item need not wait for a round: its completion carries a
+claim for the slot it frees (a refill), which the store runs in the completion's own transaction,
+so the work the completion made ready (the orchestration an activity result wakes, the activities
+an episode scheduled) is on its way back in the same commit. Each stream has at most one claim in
+flight. The dispatcher remembers which stream holds which lease: work held by a stream that goes
+away is released at once, and the leases of live streams are renewed, so a lease only runs out
+when the server itself lost track (a crash or restart).
 
 Version routing happens in the store's query, through each stream's filters. Workers that send no
 filters are offered anything and reject what they cannot run; each stream remembers the instances
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from dataclasses import dataclass
 import functools
 import logging
 import random
@@ -26,7 +31,7 @@ import time
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal.versions import compare_versions
 from durabletask.server.metrics import ACTIVITY, ORCHESTRATION, HubMetrics
-from durabletask.server.stores.base import ClaimResult, CommitNotice, StaleToken, Store, WorkFilters
+from durabletask.server.stores.base import ClaimRequest, ClaimResult, CommitNotice, StaleToken, Store, WorkFilters
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,8 @@ class WorkerStream:
         self.outbox: asyncio.Queue[pb.WorkItem | None] = asyncio.Queue()
         self.orchestration_tokens: dict[str, str] = {}  # token -> instance id
         self.activity_tokens: set[str] = set()
+        self.claiming = False  # a claim for this stream is in flight
+        self.missed_round = False  # a round passed it by while it was claiming
         self._rejected: dict[str, float] = {}  # instance id -> when it may be offered again
 
     def wanted_orchestrations(self) -> int:
@@ -64,6 +71,9 @@ class WorkerStream:
 
     def wanted_activities(self) -> int:
         return self.max_activities - len(self.activity_tokens)
+
+    def hungry(self) -> bool:
+        return self.wanted_orchestrations() > 0 or self.wanted_activities() > 0
 
     def reject(self, instance_id: str) -> None:
         self._rejected[instance_id] = time.time() + REJECTED_INSTANCE_MEMORY_SECONDS
@@ -81,6 +91,13 @@ class WorkerStream:
         return min(self._rejected.values(), default=None)
 
 
+@dataclass
+class Refill:
+    """The claim a completion carries for the stream whose slot it frees."""
+    stream: WorkerStream
+    request: ClaimRequest
+
+
 class Dispatcher:
     def __init__(self, store: Store, lease_seconds: float, metrics: HubMetrics):
         self._store = store
@@ -91,6 +108,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._alarm: asyncio.TimerHandle | None = None
+        self._alarm_at: float | None = None
         self._loop = asyncio.get_running_loop()
         self._tasks = [self._loop.create_task(self._run()), self._loop.create_task(self._renew_leases())]
 
@@ -99,6 +117,8 @@ class Dispatcher:
         """Called on the event loop after a store commit."""
         if notice.work_ready:
             self._wake.set()
+        else:
+            self._wake_at(notice.wake_at)
 
     def open_stream(self, filters: WorkFilters, max_orchestrations: int, max_activities: int) -> WorkerStream:
         stream = WorkerStream(filters, max_orchestrations, max_activities)
@@ -119,15 +139,45 @@ class Dispatcher:
             self._loop.create_task(self._release(held))
 
     def settled(self, token: str, handed_back: bool = False) -> None:
-        """A work item was completed or (`handed_back`) abandoned: its stream has room for another,
-        and is not offered an orchestration it handed back again for a while."""
-        stream = self._holder.pop(token, None)
+        """A work item was abandoned (`handed_back`) or otherwise let go: its stream has room for
+        another, and is not offered an orchestration it handed back again for a while."""
+        stream = self._holder.get(token)
         if stream is not None:
-            instance_id = stream.orchestration_tokens.pop(token, None)
+            instance_id = stream.orchestration_tokens.get(token)
+            self._let_go(token)
             if handed_back and instance_id is not None:
                 stream.reject(instance_id)
-            stream.activity_tokens.discard(token)
             self._wake.set()
+
+    def completing(self, token: str) -> Refill | None:
+        """A worker is completing a work item: the refill for its stream, to claim in the completion's
+        transaction (None when the stream is gone or already claiming; a round refills it then)."""
+        stream = self._let_go(token)
+        if stream is None:
+            return None
+        if stream.claiming or self._stopping or stream not in self._streams:
+            self._wake.set()
+            return None
+        stream.claiming = True
+        return Refill(stream, self._claim_request(stream))
+
+    def refilled(self, refill: Refill | None, completion: asyncio.Future) -> None:
+        """The completion that carried `refill` is over: hand out what its claim got."""
+        if refill is None:
+            return
+        if completion.cancelled() or completion.exception() is not None:
+            refill.stream.claiming = False
+            self._wake.set()  # nothing was claimed, and the stream has room
+            return
+        self._hand_out(refill.stream, refill.request, completion.result())
+
+    def _let_go(self, token: str) -> WorkerStream | None:
+        """Forget the lease `token` held; the stream that held it, if still known."""
+        stream = self._holder.pop(token, None)
+        if stream is not None:
+            stream.orchestration_tokens.pop(token, None)
+            stream.activity_tokens.discard(token)
+        return stream
 
     async def stop(self) -> None:
         """Hand out nothing more and end every work item stream, so that workers reconnect (to another
@@ -147,31 +197,44 @@ class Dispatcher:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            hungry = [s for s in self._streams if s.wanted_orchestrations() > 0 or s.wanted_activities() > 0]
+            hungry = [s for s in self._streams if s.hungry()]
+            for stream in hungry:
+                stream.missed_round |= stream.claiming
+            hungry = [s for s in hungry if not s.claiming]
             if not hungry:
                 continue
             # Claims reach the store in this order; shuffling spreads work (and the retries of work
             # one worker abandoned) across streams instead of always favouring the same one.
             random.shuffle(hungry)
             try:
-                claims = await asyncio.gather(*(self._fill(stream) for stream in hungry))
+                await asyncio.gather(*(self._fill(stream) for stream in hungry))
             except Exception:
                 log.exception("claiming work failed; retrying in a second")
-                self._set_alarm(time.time() + 1.0)
-                continue
-            if any(full for full, _ in claims):
-                self._wake.set()  # a stream took all it could: there may be more
-            next_ready = [at for _, at in claims if at is not None]
-            self._set_alarm(min(next_ready) if next_ready else None)
+                self._wake_at(time.time() + 1.0)
 
-    async def _fill(self, stream: WorkerStream) -> tuple[bool, float | None]:
-        want_o, want_a = stream.wanted_orchestrations(), stream.wanted_activities()
-        claim: ClaimResult = await self._store.claim(want_o, want_a, stream.claim_filters(), self._lease_seconds)
-        if stream not in self._streams:  # closed while we claimed
+    def _claim_request(self, stream: WorkerStream) -> ClaimRequest:
+        return ClaimRequest(stream.wanted_orchestrations(), stream.wanted_activities(), stream.claim_filters(),
+                            self._lease_seconds)
+
+    async def _fill(self, stream: WorkerStream) -> None:
+        request = self._claim_request(stream)
+        stream.claiming = True
+        try:
+            claim = await self._store.claim(request.max_orchestrations, request.max_activities, request.filters,
+                                            request.lease_seconds)
+        except BaseException:
+            stream.claiming = False
+            raise
+        self._hand_out(stream, request, claim)
+
+    def _hand_out(self, stream: WorkerStream, request: ClaimRequest, claim: ClaimResult) -> None:
+        """Queue what a claim for `stream` got on it (or give it back, if the stream closed meanwhile)."""
+        stream.claiming = False
+        if stream not in self._streams:
             held = _by_token([item.token for item in claim.orchestrations], [item.token for item in claim.activities])
             if held:
-                await self._release(held)
-            return False, claim.next_ready_at
+                self._loop.create_task(self._release(held))
+            return
         self._count_dispatched(claim)
         for item in claim.orchestrations:
             stream.orchestration_tokens[item.token] = item.request.instanceId
@@ -181,9 +244,13 @@ class Dispatcher:
             stream.activity_tokens.add(item.token)
             self._holder[item.token] = stream
             stream.outbox.put_nowait(pb.WorkItem(activityRequest=item.request, completionToken=item.token))
-        full = (want_o > 0 and len(claim.orchestrations) == want_o) or (want_a > 0 and len(claim.activities) == want_a)
-        wake_at = [at for at in (claim.next_ready_at, stream.next_unexcluded_at()) if at is not None]
-        return full, min(wake_at, default=None)
+        took_all_it_asked = (0 < request.max_orchestrations == len(claim.orchestrations)) or \
+            (0 < request.max_activities == len(claim.activities))
+        if took_all_it_asked or stream.missed_round:
+            self._wake.set()  # there may be more for it
+            stream.missed_round = False
+        for at in (claim.next_ready_at, stream.next_unexcluded_at()):
+            self._wake_at(at)
 
     def _count_dispatched(self, claim: ClaimResult) -> None:
         now = time.time()
@@ -207,12 +274,19 @@ class Dispatcher:
                 except Exception:
                     log.exception("renewing leases failed; will retry")
 
-    def _set_alarm(self, at: float | None) -> None:
+    def _wake_at(self, at: float | None) -> None:
+        """Run a round at `at` (if no round is due earlier). A round that finds nothing costs one
+        claim, so an alarm set for work that went away meanwhile does no harm."""
+        if at is None or (self._alarm_at is not None and self._alarm_at <= at):
+            return
         if self._alarm is not None:
             self._alarm.cancel()
-            self._alarm = None
-        if at is not None:
-            self._alarm = self._loop.call_later(max(0.0, at - time.time()), self._wake.set)
+        self._alarm_at = at
+        self._alarm = self._loop.call_later(max(0.0, at - time.time()), self._ring)
+
+    def _ring(self) -> None:
+        self._alarm = self._alarm_at = None
+        self._wake.set()
 
     async def _release(self, held: dict[str, str]) -> None:
         """Give back work items (token -> kind) held by a stream that closed."""

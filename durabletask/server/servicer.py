@@ -5,6 +5,7 @@ protocol messages. Validation and error codes live here; semantics live in the s
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections import defaultdict
 
@@ -425,41 +426,40 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
     # failure naming the reason instead: handing it back would only have the next worker send the
     # same result again, for ever.
     async def CompleteOrchestratorTask(self, request: pb.OrchestratorResponse, context):
-        try:
-            refusal = self._episode_refusal(request) or await self._apply(
-                context, self._store.complete_orchestration, request)
-            if refusal is not None:
-                code, error_type, problem = refusal
-                await self._call(context, self._store.complete_orchestration, request.completionToken,
-                                 failed_episode(request, error_type, problem))
-                await context.abort(code, f"{problem} The orchestration was failed with this message.")
-            self._metrics.completed.labels(ORCHESTRATION).inc()
-        finally:
-            self._dispatcher.settled(request.completionToken)
+        refusal = self._episode_refusal(request) or await self._apply(
+            context, self._store.complete_orchestration, request)
+        if refusal is not None:
+            code, error_type, problem = refusal
+            await self._apply(context, self._store.complete_orchestration,
+                              failed_episode(request, error_type, problem))
+            await context.abort(code, f"{problem} The orchestration was failed with this message.")
+        self._metrics.completed.labels(ORCHESTRATION).inc()
         return pb.CompleteTaskResponse()
 
     async def CompleteActivityTask(self, request: pb.ActivityResponse, context):
-        try:
-            problem = self._payload_problem(activity_result=request.result)
-            refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED, "PayloadTooLarge", problem) if problem else \
-                await self._apply(context, self._store.complete_activity, request)
-            if refusal is not None:
-                code, error_type, problem = refusal
-                failed = pb.ActivityResponse(
-                    instanceId=request.instanceId, taskId=request.taskId, completionToken=request.completionToken,
-                    failureDetails=pb.TaskFailureDetails(errorType=error_type, errorMessage=problem,
-                                                         isNonRetriable=True))
-                await self._call(context, self._store.complete_activity, request.completionToken, failed)
-                await context.abort(code, f"{problem} The activity was recorded as failed with this message.")
-            self._metrics.completed.labels(ACTIVITY).inc()
-        finally:
-            self._dispatcher.settled(request.completionToken)
+        problem = self._payload_problem(activity_result=request.result)
+        refusal = (grpc.StatusCode.RESOURCE_EXHAUSTED, "PayloadTooLarge", problem) if problem else \
+            await self._apply(context, self._store.complete_activity, request)
+        if refusal is not None:
+            code, error_type, problem = refusal
+            await self._apply(context, self._store.complete_activity, pb.ActivityResponse(
+                instanceId=request.instanceId, taskId=request.taskId, completionToken=request.completionToken,
+                failureDetails=pb.TaskFailureDetails(errorType=error_type, errorMessage=problem,
+                                                     isNonRetriable=True)))
+            await context.abort(code, f"{problem} The activity was recorded as failed with this message.")
+        self._metrics.completed.labels(ACTIVITY).inc()
         return pb.CompleteTaskResponse()
 
     async def _apply(self, context, complete, request) -> tuple[grpc.StatusCode, str, str] | None:
-        """Apply a worker's completion; the refusal, if the store cannot keep what it holds."""
+        """Apply a worker's completion, with the refill of its stream; the refusal, if the store cannot
+        keep what it holds. The completion runs to the end even if the worker hangs up meanwhile, so
+        that what its refill claimed is handed out (or given back), never left leased to nobody."""
+        refill = self._dispatcher.completing(request.completionToken)
+        applied = asyncio.ensure_future(complete(request.completionToken, request,
+                                                 refill.request if refill else None))
+        applied.add_done_callback(functools.partial(self._dispatcher.refilled, refill))
         try:
-            await complete(request.completionToken, request)
+            await asyncio.shield(applied)
         except Unstorable as error:
             return grpc.StatusCode.INVALID_ARGUMENT, "Unstorable", str(error)
         except StoreError as error:

@@ -189,6 +189,16 @@ class WorkItem:
     lease_expired: bool = False  # a previous holder's lease ran out (the server lost track of it)
 
 
+@dataclass(frozen=True)
+class ClaimRequest:
+    """Up to these numbers of ready orchestration and activity work items matching `filters`, leased
+    for `lease_seconds`: what `Store.claim` takes, and what a completion may claim along with it."""
+    max_orchestrations: int
+    max_activities: int
+    filters: WorkFilters
+    lease_seconds: float
+
+
 @dataclass
 class ClaimResult:
     orchestrations: list[WorkItem]
@@ -199,8 +209,9 @@ class ClaimResult:
 @dataclass
 class CommitNotice:
     """What a committed write changed, for whoever waits on it (dispatcher, status waiters)."""
-    work_ready: bool = False
+    work_ready: bool = False  # some work may be claimable now
     status_changed: set[str] = field(default_factory=set)
+    wake_at: float | None = None  # else, when work next becomes claimable, if the commit knows
     finished: list[tuple[str, float]] = field(default_factory=list)  # (name, seconds since creation)
 
 
@@ -271,12 +282,17 @@ class Store(abc.ABC):
         """Lease up to the given numbers of ready orchestration and activity work items that match
         `filters` (matching happens in the query, before anything is leased)."""
 
+    # A completion may carry a `refill` claim, for the worker that frees a slot by completing: it runs
+    # in the completion's own transaction, after it (so the work the completion made ready can be
+    # claimed at once), and is undone with a completion that fails. Its result is returned.
     @abc.abstractmethod
-    async def complete_orchestration(self, token: str, response: pb.OrchestratorResponse) -> None:
+    async def complete_orchestration(self, token: str, response: pb.OrchestratorResponse,
+                                     refill: ClaimRequest | None = None) -> ClaimResult | None:
         """Apply one episode's actions atomically; StaleToken if the lease was lost."""
 
     @abc.abstractmethod
-    async def complete_activity(self, token: str, response: pb.ActivityResponse) -> None:
+    async def complete_activity(self, token: str, response: pb.ActivityResponse,
+                                refill: ClaimRequest | None = None) -> ClaimResult | None:
         """Deliver the activity's result to its orchestration's inbox; StaleToken if the lease was lost."""
 
     @abc.abstractmethod

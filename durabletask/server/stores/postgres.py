@@ -54,10 +54,10 @@ from durabletask.server import episodes
 from durabletask.server.episodes import event
 from durabletask.server.stores import safe_url
 from durabletask.server.stores.base import (
-    RESULT_BATCH_SECONDS, TERMINAL_STATUSES, ClaimResult, CommitNotice, InstanceState, NameFilter, StaleToken,
+    RESULT_BATCH_SECONDS, TERMINAL_STATUSES, ClaimRequest, ClaimResult, CommitNotice, InstanceState, NameFilter, StaleToken,
     StoreUnavailable, StoreUrlError, Unstorable, WorkFilters, WorkItem, activity_row_id)
 from durabletask.server.stores.sql import (
-    INSTANCE_COLUMNS, STALE_TOKEN, SqlStore, history_bytes, instance_of, instance_state)
+    INSTANCE_COLUMNS, STALE_TOKEN, SqlStore, history_bytes, instance_of, instance_state, settle_work_ready)
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +333,7 @@ class _Tx(_Sql):
     notice: CommitNotice = field(default_factory=CommitNotice)
     counts: Counter = field(default_factory=Counter)  # (name, version, status) -> delta, this request's
     deferred: list = field(default_factory=list)  # (cursor, on_row) of `then`, not yet read
+    claimed: bool = False
 
     def then(self, on_row: Callable[[Any], None], query: str, *params) -> None:
         """Run a statement now and hand its row to `on_row` once the statements of the request (or of
@@ -485,7 +486,7 @@ class PostgresStore(SqlStore):
                 batch[i].done.set_exception(error)
         for request in retry:
             self._queue_for(request).put(request)
-        if notice is not None and (notice.work_ready or notice.status_changed or notice.finished):
+        if notice is not None and (notice.work_ready or notice.wake_at or notice.status_changed or notice.finished):
             self._tell_listeners(notice)
 
     def _run_together(self, conn: psycopg.Connection, batch: list[_Request]) -> tuple[dict, CommitNotice]:
@@ -560,6 +561,7 @@ class PostgresStore(SqlStore):
         return _Tx(conn, now)
 
     def _end(self, tx: _Tx, counts: Counter) -> None:
+        settle_work_ready(tx)
         self._apply_counts(tx, counts)
         self._publish(tx)
         tx.conn.execute("COMMIT")
@@ -580,7 +582,7 @@ class PostgresStore(SqlStore):
         """NOTIFY the other replicas (delivered when the transaction commits). `finished` stays local:
         each replica's metrics observe the completions it applied, so none is counted twice."""
         notice = tx.notice
-        if not (notice.work_ready or notice.status_changed):
+        if not (notice.work_ready or notice.wake_at or notice.status_changed):
             return
         chunks, chunk, size = [], [], 0
         for iid in sorted(notice.status_changed):
@@ -592,7 +594,7 @@ class PostgresStore(SqlStore):
         chunks.append(chunk)
         for chunk in chunks:
             tx.run("SELECT pg_notify(%s, %s)", self._channel,
-                   json.dumps({"work_ready": notice.work_ready, "status_changed": chunk}))
+                   json.dumps({"work_ready": notice.work_ready, "wake_at": notice.wake_at, "status_changed": chunk}))
 
     def _listen_loop(self) -> None:
         """Turn other replicas' NOTIFYs into commit notices; reconnect when the connection drops."""
@@ -608,7 +610,8 @@ class PostgresStore(SqlStore):
                             if notify.pid not in self._own_backends:
                                 message = json.loads(notify.payload)
                                 self._tell_listeners(CommitNotice(message["work_ready"],
-                                                                  set(message["status_changed"])))
+                                                                  set(message["status_changed"]),
+                                                                  message.get("wake_at")))
                         if time.monotonic() >= next_poll:  # the safety net, should a notification be lost
                             self._tell_listeners(CommitNotice(work_ready=True))
                             next_poll = time.monotonic() + FALLBACK_POLL_SECONDS
@@ -690,6 +693,7 @@ class PostgresStore(SqlStore):
 
     def _claim(self, tx: _Tx, max_orchestrations: int, max_activities: int, filters: WorkFilters,
                lease_seconds: float) -> ClaimResult:
+        tx.claimed = True
         lease_end = tx.now + lease_seconds
         result = ClaimResult([], [], None)
         if max_orchestrations > 0 and filters.orchestrations != ():
@@ -754,8 +758,10 @@ class PostgresStore(SqlStore):
                    lease_end, lease_end, tx.now, ids, tokens, seqs)
         return items
 
-    async def complete_orchestration(self, token: str, response: pb.OrchestratorResponse) -> None:
-        return await self._write(self._complete_orchestration, token, response, lock_key=instance_of(token))
+    async def complete_orchestration(self, token: str, response: pb.OrchestratorResponse,
+                                     refill: ClaimRequest | None = None) -> ClaimResult | None:
+        return await self._write(self._complete_and_refill, self._complete_orchestration, token, response, refill,
+                                 lock_key=instance_of(token))
 
     def _complete_orchestration(self, tx: _Tx, token: str, response: pb.OrchestratorResponse) -> None:
         # The lease check locks the instance, then takes the events the worker was given: one statement
@@ -813,8 +819,10 @@ class PostgresStore(SqlStore):
                    "SELECT %s, %s, visible_at, event FROM unnest(%s::float8[], %s::bytea[]) AS t(visible_at, event)",
                    state.instance_id, state.execution_id, *timers)
 
-    async def complete_activity(self, token: str, response: pb.ActivityResponse) -> None:
-        return await self._write(self._complete_activity, token, response, lock_key=response.instanceId)
+    async def complete_activity(self, token: str, response: pb.ActivityResponse,
+                                refill: ClaimRequest | None = None) -> ClaimResult | None:
+        return await self._write(self._complete_and_refill, self._complete_activity, token, response, refill,
+                                 lock_key=response.instanceId)
 
     def _complete_activity(self, tx: _Tx, token: str, response: pb.ActivityResponse,
                            task_id: int | None = None) -> None:

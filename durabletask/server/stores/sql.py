@@ -21,7 +21,7 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.server import episodes
 from durabletask.server.episodes import Deliver, StartChild, TerminateOther, event
 from durabletask.server.stores.base import (
-    TERMINAL_STATUSES, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery, InstanceState, NewInstance,
+    TERMINAL_STATUSES, ClaimRequest, ClaimResult, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery, InstanceState, NewInstance,
     PurgeFilter, StaleToken, Store, WrongState, activity_row_id, list_key, parse_list_key, prefix_end, status_name)
 
 TERMINAL = tuple(sorted(TERMINAL_STATUSES))
@@ -42,9 +42,24 @@ class Sql(Protocol):
 
 
 class SqlTx(Sql, Protocol):
-    """A write transaction: one clock for the whole batch, and the notice of what it changed."""
+    """A write transaction: one clock for the whole batch, the notice of what it changed, and whether
+    it claimed work."""
     now: float
     notice: CommitNotice
+    claimed: bool
+
+
+def settle_work_ready(tx: SqlTx) -> None:
+    """Before the commit of a batch that made work ready and also claimed some: whether work is still
+    claimable now (the claims may have taken all of it), and if not, when it next is. Without this,
+    every completion that refilled its stream would wake the dispatcher for a claim that finds nothing."""
+    if not (tx.claimed and tx.notice.work_ready):
+        return
+    earliest = min((t for t in tx.one("SELECT (SELECT MIN(ready_at) FROM instances), "
+                                      "(SELECT MIN(ready_at) FROM activities)") if t is not None), default=None)
+    tx.notice.work_ready = earliest is not None and earliest <= tx.now
+    if not tx.notice.work_ready:
+        tx.notice.wake_at = earliest
 
 
 def placeholders(values) -> str:
@@ -108,6 +123,18 @@ class SqlStore(Store):
     @abc.abstractmethod
     def _add_work(self, tx: SqlTx, state: InstanceState, episode: episodes.Episode) -> None:
         """Queue the episode's new activities and put its timers in the inbox."""
+
+    @abc.abstractmethod
+    def _claim(self, tx: SqlTx, max_orchestrations: int, max_activities: int, filters, lease_seconds: float
+               ) -> ClaimResult: ...
+
+    def _complete_and_refill(self, tx: SqlTx, complete: Callable, token: str, response,
+                             refill: ClaimRequest | None) -> ClaimResult | None:
+        """`complete(tx, token, response)`, then the refill claim, if any (see `Store.complete_orchestration`)."""
+        complete(tx, token, response)
+        if refill is None:
+            return None
+        return self._claim(tx, refill.max_orchestrations, refill.max_activities, refill.filters, refill.lease_seconds)
 
     # -- shared transaction steps --------------------------------------------------------------
     def _deliver(self, tx: SqlTx, message: Deliver, locked_row: tuple | None = None) -> bool:

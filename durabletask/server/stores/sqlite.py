@@ -32,10 +32,10 @@ from durabletask.internal.versions import compare_versions
 from durabletask.server import episodes
 from durabletask.server.episodes import Deliver, event
 from durabletask.server.stores.base import (
-    RESULT_BATCH_SECONDS, ClaimResult, CommitNotice, InstanceState, NameFilter, StoreUrlError, WorkFilters, WorkItem,
+    RESULT_BATCH_SECONDS, ClaimRequest, ClaimResult, CommitNotice, InstanceState, NameFilter, StoreUrlError, WorkFilters, WorkItem,
     activity_row_id)
 from durabletask.server.stores.sql import (
-    UNCLAIMABLE, UNCLAIMABLE_SQL, SqlStore, history_bytes, instance_of, instance_state, placeholders)
+    UNCLAIMABLE, UNCLAIMABLE_SQL, SqlStore, history_bytes, instance_of, instance_state, placeholders, settle_work_ready)
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,7 @@ class _Tx(_Sql):
     """One writer transaction: the connection, the batch's clock and what it changed."""
     now: float
     notice: CommitNotice = field(default_factory=CommitNotice)
+    claimed: bool = False
 
 
 class SqliteStore(SqlStore):
@@ -234,6 +235,7 @@ class SqliteStore(SqlStore):
                         conn.execute("RELEASE request")
                         del tx.notice.finished[finished_before:]  # they did not happen
                         outcomes.append((None, error))
+                settle_work_ready(tx)
                 conn.execute("COMMIT")
             except Exception as error:
                 log.exception("store transaction failed")
@@ -245,7 +247,7 @@ class SqliteStore(SqlStore):
                     done.set_result(result)
                 else:
                     done.set_exception(error)
-            if tx.notice.work_ready or tx.notice.status_changed or tx.notice.finished:
+            if tx.notice.work_ready or tx.notice.wake_at or tx.notice.status_changed or tx.notice.finished:
                 for listener in self._listeners:
                     listener(tx.notice)
             if stop:
@@ -338,6 +340,7 @@ class SqliteStore(SqlStore):
 
     def _claim(self, tx: _Tx, max_orchestrations: int, max_activities: int, filters: WorkFilters,
                lease_seconds: float) -> ClaimResult:
+        tx.claimed = True
         lease_end = tx.now + lease_seconds
         result = ClaimResult([], [], None)
         if max_orchestrations > 0 and filters.orchestrations != ():
@@ -389,8 +392,9 @@ class SqliteStore(SqlStore):
         request.newEvents.extend(pb.HistoryEvent.FromString(blob) for _, blob in inbox)
         return WorkItem(token, request)
 
-    async def complete_orchestration(self, token: str, response: pb.OrchestratorResponse) -> None:
-        return await self._write(self._complete_orchestration, token, response)
+    async def complete_orchestration(self, token: str, response: pb.OrchestratorResponse,
+                                     refill: ClaimRequest | None = None) -> ClaimResult | None:
+        return await self._write(self._complete_and_refill, self._complete_orchestration, token, response, refill)
 
     def _complete_orchestration(self, tx: _Tx, token: str, response: pb.OrchestratorResponse) -> None:
         row = self._leased_instance(tx, token)
@@ -415,8 +419,9 @@ class SqliteStore(SqlStore):
             tx.run("INSERT INTO inbox (instance_id, execution_id, visible_at, event) VALUES (%s, %s, %s, %s)",
                    state.instance_id, state.execution_id, fire_at, fired.SerializeToString())
 
-    async def complete_activity(self, token: str, response: pb.ActivityResponse) -> None:
-        return await self._write(self._complete_activity, token, response)
+    async def complete_activity(self, token: str, response: pb.ActivityResponse,
+                                refill: ClaimRequest | None = None) -> ClaimResult | None:
+        return await self._write(self._complete_and_refill, self._complete_activity, token, response, refill)
 
     def _complete_activity(self, tx: _Tx, token: str, response: pb.ActivityResponse) -> None:
         activity_id, iid, execution_id, task_id = self._leased_activity(tx, token)
