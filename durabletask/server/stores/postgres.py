@@ -18,7 +18,8 @@ what several replicas at once require:
 - Each commit that made work ready or changed a status sends a `NOTIFY` from the committing
   transaction; every replica LISTENs and hands the notice to its commit listeners (so a commit on
   replica A wakes the streams and status waiters on replica B). A slow poll is the safety net.
-- Lease times come from the database's clock, so replicas agree on when a lease ends.
+- Lease times come from the database's clock (read off the local one, with the offset measured
+  every few seconds), so replicas agree on when a lease ends.
 - `instance_counts` is split into a few shards per (name, version, status) so that concurrent
   transactions rarely queue on the same counter row; a read sums the shards.
 
@@ -32,6 +33,7 @@ import asyncio
 import functools
 import json
 import logging
+import math
 import queue
 import random
 import secrets
@@ -57,7 +59,7 @@ from durabletask.server.stores.base import (
     RESULT_BATCH_SECONDS, TERMINAL_STATUSES, ClaimRequest, ClaimResult, CommitNotice, InstanceState, NameFilter, StaleToken,
     StoreUnavailable, StoreUrlError, Unstorable, WorkFilters, WorkItem, activity_row_id)
 from durabletask.server.stores.sql import (
-    INSTANCE_COLUMNS, STALE_TOKEN, SqlStore, history_bytes, instance_of, instance_state, settle_work_ready)
+    INSTANCE_COLUMNS, STALE_TOKEN, SqlStore, history_bytes, instance_of, instance_state)
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +257,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 DATABASE_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
+CLOCK_SYNC_SECONDS = 10.0
 MIGRATION_LOCK = 0x64757261626c65  # pg_advisory_xact_lock key: "durable"
 MAX_BATCH = 200
 # Writer threads. One writes the most per CPU second: more only share the GIL and split the batches.
@@ -268,6 +271,70 @@ NOTIFY_PAYLOAD_BYTES = 7000  # PostgreSQL's limit is 8000
 CONNECT_TIMEOUT_SECONDS = 10
 # Lost a lock-order race with another transaction, or two replicas inserted the same instance id.
 RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, psycopg.errors.UniqueViolation)
+
+
+# Lease ready instances (locked, skipping those another transaction holds) with the inbox events
+# visible now, and return each with its history and those events. Parameters: now, the filters', the
+# limit, now, the claim's nonce, the lease's end twice, now. An instance with no visible events is
+# returned without any (and not leased).
+CLAIM_ORCHESTRATIONS = """
+WITH picked AS (
+    SELECT instance_id, execution_id, ready_at, lease_token FROM instances
+    WHERE ready_at <= %s{where} ORDER BY ready_at LIMIT %s FOR UPDATE SKIP LOCKED),
+given AS (
+    SELECT instance_id, max(seq) AS last_seq, array_agg(event ORDER BY visible_at, seq) AS events FROM inbox
+    WHERE instance_id IN (SELECT instance_id FROM picked) AND visible_at <= %s GROUP BY instance_id),
+leased AS (
+    UPDATE instances AS i SET lease_token = 'o' || %s || '.' || i.instance_id, blocked_until = %s, ready_at = %s,
+        claim_seq = g.last_seq, claim_time = %s
+    FROM given AS g WHERE i.instance_id = g.instance_id)
+SELECT p.instance_id, p.execution_id, p.ready_at, p.lease_token, g.events,
+    (SELECT array_agg(h.events ORDER BY h.episode) FROM history AS h WHERE h.instance_id = p.instance_id)
+FROM picked AS p LEFT JOIN given AS g USING (instance_id) ORDER BY p.ready_at
+"""
+# Lease ready activities and return them. Parameters: now, the filters', the limit, the nonce, the
+# lease's end.
+CLAIM_ACTIVITIES = """
+WITH picked AS (
+    SELECT id, request, ready_at, lease_token FROM activities
+    WHERE ready_at <= %s{where} ORDER BY ready_at LIMIT %s FOR UPDATE SKIP LOCKED),
+leased AS (
+    UPDATE activities AS a SET lease_token = 'a' || a.id || '.' || %s, ready_at = %s FROM picked AS p
+    WHERE a.id = p.id)
+SELECT id, request, ready_at, lease_token FROM picked ORDER BY ready_at
+"""
+
+
+# `settle_work_ready` and the NOTIFY in one statement: the earliest ready_at of any work item, and a
+# notice saying whether that is now (else when). Parameters: the channel, now, now, the instance ids
+# whose status changed (JSON).
+SETTLE_AND_NOTIFY = """
+SELECT earliest, pg_notify(%s, json_build_object('work_ready', earliest <= %s,
+    'wake_at', CASE WHEN earliest > %s THEN earliest END, 'status_changed', %s::json)::text)
+FROM (SELECT LEAST((SELECT MIN(ready_at) FROM instances), (SELECT MIN(ready_at) FROM activities)) AS earliest) AS e
+"""
+
+
+class _DatabaseClock:
+    """The database's clock, read off this process's: lease ends and timers must agree across
+    replicas, but asking the database for the time in every batch would cost a round trip each. The
+    offset is measured again every CLOCK_SYNC_SECONDS; the time never goes back."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._offset = 0.0
+        self._synced_at = -math.inf
+        self._last = -math.inf
+
+    def now(self, conn: psycopg.Connection) -> float:
+        with self._lock:
+            if time.monotonic() - self._synced_at > CLOCK_SYNC_SECONDS:
+                before = time.time()
+                (database_now,) = conn.execute(DATABASE_NOW).fetchone()
+                self._offset = database_now - (before + time.time()) / 2
+                self._synced_at = time.monotonic()
+            self._last = max(self._last, time.time() + self._offset)
+            return self._last
 
 
 _compare_versions = functools.lru_cache(maxsize=4096)(compare_versions)
@@ -338,13 +405,17 @@ class _Tx(_Sql):
     def then(self, on_row: Callable[[Any], None], query: str, *params) -> None:
         """Run a statement now and hand its row to `on_row` once the statements of the request (or of
         the whole batch) have all been sent, instead of waiting a round trip for it here."""
-        self.deferred.append((self.conn.execute(query, params), on_row))
+        self.deferred.append((self.conn.execute(query, params), on_row, psycopg.Cursor.fetchone))
+
+    def then_rows(self, on_rows: Callable[[list], None], query: str, *params) -> None:
+        """`then`, for a statement whose rows (all of them, as a list) go to `on_rows`."""
+        self.deferred.append((self.conn.execute(query, params), on_rows, psycopg.Cursor.fetchall))
 
     def read_deferred(self) -> None:
         """Hand the deferred rows over, in order; an `on_row` may defer another statement."""
         while self.deferred:
-            cursor, on_row = self.deferred.pop(0)
-            on_row(cursor.fetchone())
+            cursor, on_result, fetch = self.deferred.pop(0)
+            on_result(fetch(cursor))
 
 
 @dataclass
@@ -365,6 +436,7 @@ class PostgresStore(SqlStore):
         self._listeners: list[Callable[[CommitNotice], None]] = []
         self._own_backends: set[int] = set()  # backend pids of our pool, whose NOTIFYs we skip
         self._closed = threading.Event()
+        self._clock = _DatabaseClock()
         with psycopg.connect(conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
             self._migrate(conn, migrations)
             schema = conn.execute("SELECT current_schema()").fetchone()[0]
@@ -550,21 +622,19 @@ class PostgresStore(SqlStore):
             self._end(tx, counts)
         return outcomes, retry, tx.notice
 
-    @staticmethod
-    def _begin(conn: psycopg.Connection, batch: list[_Request]) -> _Tx:
+    def _begin(self, conn: psycopg.Connection, batch: list[_Request]) -> _Tx:
         conn.execute("BEGIN")
         if not any(request.durable for request in batch):
             # Claims and renewals alone need not wait for the disk: if the database loses them, the
             # work is simply claimed again, and the lost lease's token is refused (fencing).
             conn.execute("SET LOCAL synchronous_commit = off")
-        (now,) = conn.execute(DATABASE_NOW).fetchone()
-        return _Tx(conn, now)
+        return _Tx(conn, self._clock.now(conn))
 
     def _end(self, tx: _Tx, counts: Counter) -> None:
-        settle_work_ready(tx)
         self._apply_counts(tx, counts)
         self._publish(tx)
         tx.conn.execute("COMMIT")
+        tx.read_deferred()  # what `_publish` learnt, with the commit's round trip
 
     @staticmethod
     def _apply_counts(tx: _Tx, counts: Counter) -> None:
@@ -580,7 +650,9 @@ class PostgresStore(SqlStore):
 
     def _publish(self, tx: _Tx) -> None:
         """NOTIFY the other replicas (delivered when the transaction commits). `finished` stays local:
-        each replica's metrics observe the completions it applied, so none is counted twice."""
+        each replica's metrics observe the completions it applied, so none is counted twice. In a
+        batch that made work ready and also claimed some, the first NOTIFY settles whether work is
+        still ready (as `settle_work_ready` does), in the same statement: no round trip of its own."""
         notice = tx.notice
         if not (notice.work_ready or notice.wake_at or notice.status_changed):
             return
@@ -592,6 +664,13 @@ class PostgresStore(SqlStore):
             chunk.append(iid)
             size += len(iid.encode()) + 4
         chunks.append(chunk)
+        if tx.claimed and notice.work_ready:
+            def settled(row: tuple) -> None:
+                earliest = row[0]
+                notice.work_ready = earliest is not None and earliest <= tx.now
+                notice.wake_at = None if notice.work_ready else earliest
+
+            tx.then(settled, SETTLE_AND_NOTIFY, self._channel, tx.now, tx.now, json.dumps(chunks.pop(0)))
         for chunk in chunks:
             tx.run("SELECT pg_notify(%s, %s)", self._channel,
                    json.dumps({"work_ready": notice.work_ready, "wake_at": notice.wake_at, "status_changed": chunk}))
@@ -693,8 +772,11 @@ class PostgresStore(SqlStore):
 
     def _claim(self, tx: _Tx, max_orchestrations: int, max_activities: int, filters: WorkFilters,
                lease_seconds: float) -> ClaimResult:
+        """Three statements whose rows are read with the batch's others (`then`), so that a claim adds
+        no round trip of its own; the result is filled in by then."""
         tx.claimed = True
         lease_end = tx.now + lease_seconds
+        nonce = secrets.token_hex(8)  # one per claim; the instance or row id keeps every token distinct
         result = ClaimResult([], [], None)
         if max_orchestrations > 0 and filters.orchestrations != ():
             where, params = _filter_sql(tx, "instances", filters.orchestrations) if filters.orchestrations \
@@ -702,60 +784,37 @@ class PostgresStore(SqlStore):
             if filters.excluded_instances:
                 where += " AND instance_id <> ALL(%s)"
                 params.append(list(filters.excluded_instances))
-            rows = tx.run(f"SELECT instance_id, execution_id, ready_at, lease_token FROM instances "
-                          f"WHERE ready_at <= %s{where} ORDER BY ready_at LIMIT %s FOR UPDATE SKIP LOCKED",
-                          tx.now, *params, max_orchestrations).fetchall()
-            if rows:
-                result.orchestrations = self._lease_orchestrations(tx, rows, lease_end)
+            tx.then_rows(lambda rows: result.orchestrations.extend(self._orchestration_items(tx, rows, nonce)),
+                         CLAIM_ORCHESTRATIONS.format(where=where), tx.now, *params, max_orchestrations, tx.now,
+                         nonce, lease_end, lease_end, tx.now)
         if max_activities > 0 and filters.activities != ():
             where, params = _filter_sql(tx, "activities", filters.activities) if filters.activities else ("", [])
-            rows = tx.run(f"SELECT id, request, ready_at, lease_token FROM activities WHERE ready_at <= %s{where} "
-                          "ORDER BY ready_at LIMIT %s FOR UPDATE SKIP LOCKED", tx.now, *params, max_activities).fetchall()
-            if rows:
-                nonce = secrets.token_hex(8)  # one per claim; the id in front keeps every token distinct
-                tx.run("UPDATE activities SET lease_token = 'a' || id || '.' || %s, ready_at = %s WHERE id = ANY(%s)",
-                       nonce, lease_end, [row[0] for row in rows])
-                # A lease token still set on a claimable item is one that ran out.
-                result.activities = [WorkItem(f"a{activity_id}.{nonce}", pb.ActivityRequest.FromString(request),
-                                              ready_at, old_token is not None)
-                                     for activity_id, request, ready_at, old_token in rows]
-        next_instance, next_activity = tx.one(
-            "SELECT (SELECT MIN(ready_at) FROM instances WHERE ready_at > %s), "
-            "(SELECT MIN(ready_at) FROM activities WHERE ready_at > %s)", tx.now, tx.now)
-        result.next_ready_at = min((t for t in (next_instance, next_activity) if t is not None), default=None)
+            # A lease token still set on a claimable item is one that ran out.
+            tx.then_rows(lambda rows: result.activities.extend(
+                WorkItem(f"a{activity_id}.{nonce}", pb.ActivityRequest.FromString(request), ready_at,
+                         old_token is not None) for activity_id, request, ready_at, old_token in rows),
+                CLAIM_ACTIVITIES.format(where=where), tx.now, *params, max_activities, nonce, lease_end)
+
+        def note_next_ready(row: tuple) -> None:
+            result.next_ready_at = min((t for t in row if t is not None), default=None)
+
+        tx.then(note_next_ready, "SELECT (SELECT MIN(ready_at) FROM instances WHERE ready_at > %s), "
+                "(SELECT MIN(ready_at) FROM activities WHERE ready_at > %s)", tx.now, tx.now)
         return result
 
-    def _lease_orchestrations(self, tx: _Tx, rows: list[tuple], lease_end: float) -> list[WorkItem]:
-        """Lease the instances `rows` names (locked by the caller): four queries however many there are."""
-        ids = [row[0] for row in rows]
-        inboxes: dict[str, list[tuple[int, bytes]]] = {iid: [] for iid in ids}
-        for iid, seq, blob in tx.run("SELECT instance_id, seq, event FROM inbox WHERE instance_id = ANY(%s) "
-                                     "AND visible_at <= %s ORDER BY instance_id, visible_at, seq", ids, tx.now):
-            inboxes[iid].append((seq, blob))
-        histories: dict[str, list[bytes]] = {iid: [] for iid in ids}
-        for iid, blob in tx.run("SELECT instance_id, events FROM history WHERE instance_id = ANY(%s) "
-                                "ORDER BY instance_id, episode", ids):
-            histories[iid].append(blob)
-        items, leases = [], []
-        for iid, execution_id, ready_at, old_token in rows:
-            inbox = inboxes[iid]
-            if not inbox:  # defensive: a ready_at that outlived its events
+    def _orchestration_items(self, tx: _Tx, rows: list[tuple], nonce: str) -> list[WorkItem]:
+        """Work items from the rows of CLAIM_ORCHESTRATIONS."""
+        items = []
+        for iid, execution_id, ready_at, old_token, inbox, history in rows:
+            if inbox is None:  # defensive: a ready_at that outlived its events
                 self._refresh_ready(tx, iid)
                 continue
-            token = f"o{secrets.token_hex(8)}.{iid}"
-            leases.append((iid, token, max(seq for seq, _ in inbox)))
-            request = pb.OrchestratorRequest.FromString(b"".join(histories[iid]))
+            request = pb.OrchestratorRequest.FromString(b"".join(history or ()))
             request.instanceId = iid
             request.executionId.value = execution_id
             request.newEvents.append(event(tx.now, orchestratorStarted=pb.OrchestratorStartedEvent()))
-            request.newEvents.extend(pb.HistoryEvent.FromString(blob) for _, blob in inbox)
-            items.append(WorkItem(token, request, ready_at, old_token is not None))
-        if leases:
-            ids, tokens, seqs = map(list, zip(*leases))
-            tx.run("UPDATE instances AS i SET lease_token = l.token, blocked_until = %s, ready_at = %s, "
-                   "claim_seq = l.seq, claim_time = %s FROM unnest(%s::text[], %s::text[], %s::bigint[]) "
-                   "AS l(instance_id, token, seq) WHERE i.instance_id = l.instance_id",
-                   lease_end, lease_end, tx.now, ids, tokens, seqs)
+            request.newEvents.extend(pb.HistoryEvent.FromString(blob) for blob in inbox)
+            items.append(WorkItem(f"o{nonce}.{iid}", request, ready_at, old_token is not None))
         return items
 
     async def complete_orchestration(self, token: str, response: pb.OrchestratorResponse,
