@@ -79,7 +79,8 @@ def test_gauges_match_the_instances_through_every_status_and_a_restart(hub):
         waiting = [start(waits) for _ in range(3)]
         looping = start(loops, "1.0", 2)
         starved = start(needs_a_missing_activity, "2.5")
-        unserved = [start("nobody_runs_this", "4.0") for _ in range(2)]
+        for _ in range(2):
+            start("nobody_runs_this", "4.0")  # no worker takes this name: pending work
         for iid in finished:
             c.wait_for_orchestration_completion(iid, timeout=WAIT)
         for iid in [*waiting, starved]:

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from durabletask import client, task, worker
+from durabletask import client, worker
 from durabletask.worker import VersionFailureStrategy, VersioningOptions, VersionMatchStrategy, version_mismatch
 from tests.support.sdk import new_id, running_worker
 

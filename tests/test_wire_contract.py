@@ -4,7 +4,6 @@ descriptor inside Microsoft's package, plus only our own extensions (field numbe
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from tests.support.processes import REPO, ms_run
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.chart.chart import MONITORING_ON, container, crds, example_pools, manifest_stream, only, render
 from tests.operator.conftest import wait_until
