@@ -148,6 +148,15 @@ async def test_failed_activity_and_orchestration_failure_details_are_kept(store)
 
 
 @run_async
+async def test_duplicates_refused_in_one_batch_are_not_counted(store):
+    outcomes = await asyncio.gather(start(store, "a"), start(store, "a"), start(store, "b"), start(store, "a"),
+                                    return_exceptions=True)
+    assert sum(isinstance(outcome, InstanceExists) for outcome in outcomes) == 2
+    assert [(name, status, count) for name, _, status, count in store.instance_counts() if count] == [
+        ("workflow", PENDING, 2)]
+
+
+@run_async
 async def test_duplicate_ids_are_refused_unless_the_status_is_replaceable(store):
     await start(store, "a")
     with pytest.raises(InstanceExists):

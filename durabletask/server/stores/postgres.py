@@ -713,16 +713,6 @@ class PostgresStore(SqlStore):
 
     # -- shared transaction steps -------------------------------------------------------------
     @staticmethod
-    def _recount(tx: _Tx, instance_id: str, old: tuple | None, new: tuple | None) -> None:
-        """Move one instance between (name, version, status) counts; tell status waiters."""
-        if old != new:
-            if old is not None:
-                tx.counts[old] -= 1
-            if new is not None:
-                tx.counts[new] += 1
-            tx.notice.status_changed.add(instance_id)
-
-    @staticmethod
     def _refresh_ready(tx: _Tx, instance_id: str) -> None:
         """Recompute when the instance can next be claimed (the caller holds its row lock): never while
         suspended or finished; at the end of a live lease; else at its first event, RESULT_BATCH_SECONDS

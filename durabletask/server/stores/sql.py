@@ -4,9 +4,9 @@ everything but the hot path, written once here.
 Queries are written in PostgreSQL's notation: `%s` placeholders, and `FOR UPDATE` on the reads that
 lock an instance before changing it. The SQLite store's connections translate them (`?`, and no row
 locks: its single writer already runs one transaction at a time). Each store brings its plumbing
-(`_write`, `_read`) and the steps whose SQL or strategy differs: counting (`_recount`), the inbox
-and readiness (`_enqueue`, `_refresh_ready`), history (`_append_history`), and claiming and
-completing work items.
+(`_write`, `_read`, and adding up each transaction's `counts` at its end) and the steps whose SQL
+or strategy differs: the inbox and readiness (`_enqueue`, `_refresh_ready`), history
+(`_append_history`), and claiming and completing work items.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import abc
 import asyncio
 import json
 import uuid
+from collections import Counter
 from typing import Any, Callable, Protocol
 
 from durabletask.internal import orchestrator_service_pb2 as pb
@@ -46,6 +47,7 @@ class SqlTx(Sql, Protocol):
     it claimed work."""
     now: float
     notice: CommitNotice
+    counts: Counter  # (name, version, status) -> change in this transaction
     claimed: bool
 
 
@@ -104,9 +106,6 @@ class SqlStore(Store):
     def _read(self, fn: Callable, *args) -> asyncio.Future:
         """Run `fn(db, *args)` on a read connection."""
 
-    @abc.abstractmethod
-    def _recount(self, tx: SqlTx, instance_id: str, old: tuple | None, new: tuple | None) -> None:
-        """Move one instance between (name, version, status) counts; tell status waiters."""
 
     @abc.abstractmethod
     def _enqueue(self, tx: SqlTx, instance_id: str, ev: pb.HistoryEvent, execution_id: str | None,
@@ -137,6 +136,17 @@ class SqlStore(Store):
         return self._claim(tx, refill.max_orchestrations, refill.max_activities, refill.filters, refill.lease_seconds)
 
     # -- shared transaction steps --------------------------------------------------------------
+    @staticmethod
+    def _recount(tx: SqlTx, instance_id: str, old: tuple | None, new: tuple | None) -> None:
+        """Move one instance between (name, version, status) counts (added to the table once per batch,
+        at its end); tell status waiters."""
+        if old != new:
+            if old is not None:
+                tx.counts[old] -= 1
+            if new is not None:
+                tx.counts[new] += 1
+            tx.notice.status_changed.add(instance_id)
+
     def _deliver(self, tx: SqlTx, message: Deliver, locked_row: tuple | None = None) -> bool:
         """Put an event in an unfinished instance's inbox; False if there is no such instance.
         `locked_row`: the instance's (status, execution id, scheduled start), when the caller locked it."""

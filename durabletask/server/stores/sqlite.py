@@ -9,7 +9,7 @@ Layout: `instances` (one row per orchestration, with its lease and `ready_at`, t
 becomes claimable), `history` (one row per committed episode: the events, protobuf-encoded),
 `inbox` (events not yet given to the orchestrator, timers included, each with a `visible_at`),
 `activities` (the activity queue) and `instance_counts` (instances per name, version and status,
-changed in the same transaction as every status change). The transaction steps it shares with the
+changed, once per batch, in the same transaction as the status changes). The transaction steps it shares with the
 PostgreSQL store are in `sql.SqlStore`; here are its plumbing, claims and completions.
 """
 
@@ -24,6 +24,7 @@ import sqlite3
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -166,6 +167,7 @@ class _Tx(_Sql):
     """One writer transaction: the connection, the batch's clock and what it changed."""
     now: float
     notice: CommitNotice = field(default_factory=CommitNotice)
+    counts: Counter = field(default_factory=Counter)  # (name, version, status) -> change, added at the end
     claimed: bool = False
 
 
@@ -220,39 +222,50 @@ class SqliteStore(SqlStore):
             # A request whose caller gave up (its gRPC call was cancelled) before it ran is dropped, as
             # if never sent; a running one can no longer be cancelled, so its outcome always finds its future.
             batch = [request for request in batch if request is not None and request[2].set_running_or_notify_cancel()]
-            tx = _Tx(conn, time.time())
-            outcomes = []
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                for fn, args, _ in batch:
-                    conn.execute("SAVEPOINT request")
-                    finished_before = len(tx.notice.finished)
-                    try:
-                        outcomes.append((fn(tx, *args), None))
-                        conn.execute("RELEASE request")
-                    except Exception as error:  # the request fails alone; the batch goes on
-                        conn.execute("ROLLBACK TO request")
-                        conn.execute("RELEASE request")
-                        del tx.notice.finished[finished_before:]  # they did not happen
-                        outcomes.append((None, error))
-                settle_work_ready(tx)
-                conn.execute("COMMIT")
-            except Exception as error:
-                log.exception("store transaction failed")
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                outcomes = [(None, error)] * len(batch)
-            for (_, _, done), (result, error) in zip(batch, outcomes):
-                if error is None:
-                    done.set_result(result)
-                else:
-                    done.set_exception(error)
-            if tx.notice.work_ready or tx.notice.wake_at or tx.notice.status_changed or tx.notice.finished:
-                for listener in self._listeners:
-                    listener(tx.notice)
+            if batch:
+                self._run_batch(conn, batch)
             if stop:
                 conn.close()
                 return
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple]) -> None:
+        """One transaction for the whole batch, each request in its own savepoint, so that a failing
+        request fails alone; the count changes of those that succeed are added once, at the end."""
+        tx = _Tx(conn, time.time())
+        outcomes, counts = [], Counter()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, args, _ in batch:
+                tx.counts = Counter()
+                conn.execute("SAVEPOINT request")
+                finished_before = len(tx.notice.finished)
+                try:
+                    outcomes.append((fn(tx, *args), None))
+                    conn.execute("RELEASE request")
+                    counts.update(tx.counts)
+                except Exception as error:  # the request fails alone; the batch goes on
+                    conn.execute("ROLLBACK TO request")
+                    conn.execute("RELEASE request")
+                    del tx.notice.finished[finished_before:]  # they did not happen
+                    outcomes.append((None, error))
+            conn.executemany("INSERT INTO instance_counts VALUES (?, ?, ?, ?) ON CONFLICT (name, version, status) "
+                             "DO UPDATE SET count = count + excluded.count",
+                             [(*key, delta) for key, delta in sorted(counts.items()) if delta])
+            settle_work_ready(tx)
+            conn.execute("COMMIT")
+        except Exception as error:
+            log.exception("store transaction failed")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            outcomes = [(None, error)] * len(batch)
+        for (_, _, done), (result, error) in zip(batch, outcomes):
+            if error is None:
+                done.set_result(result)
+            else:
+                done.set_exception(error)
+        if tx.notice.work_ready or tx.notice.wake_at or tx.notice.status_changed or tx.notice.finished:
+            for listener in self._listeners:
+                listener(tx.notice)
 
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._readers, "conn", None)
@@ -267,19 +280,6 @@ class SqliteStore(SqlStore):
         self._read_pool.shutdown()
 
     # -- shared transaction steps -------------------------------------------------------------
-    @staticmethod
-    def _count(tx: _Tx, key: tuple[str, str, int] | None, delta: int) -> None:
-        if key is not None:
-            tx.run("INSERT INTO instance_counts VALUES (%s, %s, %s, %s) "
-                   "ON CONFLICT (name, version, status) DO UPDATE SET count = count + excluded.count", *key, delta)
-
-    def _recount(self, tx: _Tx, instance_id: str, old: tuple | None, new: tuple | None) -> None:
-        """Move one instance between (name, version, status) counts; tell status waiters."""
-        if old != new:
-            self._count(tx, old, -1)
-            self._count(tx, new, +1)
-            tx.notice.status_changed.add(instance_id)
-
     @staticmethod
     def _refresh_ready(tx: _Tx, instance_id: str) -> None:
         """Recompute when the instance can next be claimed."""
@@ -367,8 +367,9 @@ class SqliteStore(SqlStore):
                 result.activities = [WorkItem(f"a{activity_id}.{nonce}", pb.ActivityRequest.FromString(request),
                                               ready_at, old_token is not None)
                                      for activity_id, request, ready_at, old_token in rows]
-        (next_instance,) = tx.one("SELECT MIN(ready_at) FROM instances WHERE ready_at > %s", tx.now)
-        (next_activity,) = tx.one("SELECT MIN(ready_at) FROM activities WHERE ready_at > %s", tx.now)
+        next_instance, next_activity = tx.one(
+            "SELECT (SELECT MIN(ready_at) FROM instances WHERE ready_at > %s), "
+            "(SELECT MIN(ready_at) FROM activities WHERE ready_at > %s)", tx.now, tx.now)
         result.next_ready_at = min((t for t in (next_instance, next_activity) if t is not None), default=None)
         return result
 
