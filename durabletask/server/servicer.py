@@ -412,10 +412,13 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
             request.maxConcurrentActivityWorkItems or DEFAULT_CONCURRENCY)
         try:
             while True:
-                try:
-                    item = await asyncio.wait_for(stream.outbox.get(), HEALTH_PING_SECONDS)
-                except asyncio.TimeoutError:
-                    item = pb.WorkItem(healthPing=pb.HealthPing())
+                try:  # items already queued go out without the cost of a timeout
+                    item = stream.outbox.get_nowait()
+                except asyncio.QueueEmpty:
+                    try:
+                        item = await asyncio.wait_for(stream.outbox.get(), HEALTH_PING_SECONDS)
+                    except asyncio.TimeoutError:
+                        item = pb.WorkItem(healthPing=pb.HealthPing())
                 if item is END_OF_STREAM:
                     return
                 yield item
