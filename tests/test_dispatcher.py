@@ -2,6 +2,7 @@
 work it made ready, and what happens to that work when its stream is gone."""
 
 import asyncio
+import contextlib
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.server.dispatcher import Dispatcher
@@ -11,6 +12,16 @@ from durabletask.server.stores.sqlite import SqliteStore
 from tests.support.hub import episode, run_async, schedule
 
 LEASE = 30.0
+
+
+@contextlib.asynccontextmanager
+async def hub(tmp_path):
+    """A store and its dispatcher, stopped and closed afterwards."""
+    async with hub(tmp_path) as (store, dispatcher):
+        yield store, dispatcher
+    finally:
+        await dispatcher.stop()
+        store.close()
 
 
 async def next_item(stream, timeout=2.0) -> pb.WorkItem:
@@ -28,9 +39,7 @@ async def apply(dispatcher, store, token, refill, response):
 
 @run_async
 async def test_a_completion_hands_out_the_work_it_made_ready_in_the_same_step(tmp_path):
-    store = SqliteStore(str(tmp_path / "hub.db"))
-    dispatcher = Dispatcher(store, LEASE, HubMetrics(store))
-    try:
+    async with hub(tmp_path) as (store, dispatcher):
         stream = dispatcher.open_stream(ACCEPT_ALL, 10, 10)
         await store.create_instance(NewInstance("a", "workflow"))
         token = (await next_item(stream)).completionToken  # the first item comes from a dispatcher round
@@ -38,21 +47,16 @@ async def test_a_completion_hands_out_the_work_it_made_ready_in_the_same_step(tm
         refill = dispatcher.completing(token)
         assert refill is not None
         await apply(dispatcher, store, token, refill, episode("a", token, schedule(1, "step", '"in"')))
-        # Queued by the completion itself, before the event loop could run a dispatcher round.
+        # Queued by the refill the completion carried: no dispatcher round was woken for it.
         assert stream.outbox.qsize() == 1
         activity = stream.outbox.get_nowait()
         assert (activity.activityRequest.name, activity.activityRequest.taskId) == ("step", 1)
         assert activity.completionToken in stream.activity_tokens
-    finally:
-        await dispatcher.stop()
-        store.close()
 
 
 @run_async
 async def test_work_refilled_for_a_stream_that_closed_meanwhile_goes_back_to_the_queue(tmp_path):
-    store = SqliteStore(str(tmp_path / "hub.db"))
-    dispatcher = Dispatcher(store, LEASE, HubMetrics(store))
-    try:
+    async with hub(tmp_path) as (store, dispatcher):
         leaving = dispatcher.open_stream(ACCEPT_ALL, 10, 10)
         await store.create_instance(NewInstance("a", "workflow"))
         token = (await next_item(leaving)).completionToken
@@ -65,6 +69,3 @@ async def test_work_refilled_for_a_stream_that_closed_meanwhile_goes_back_to_the
         activity = await next_item(staying)
         assert activity.activityRequest.name == "step"
         assert leaving.outbox.empty()
-    finally:
-        await dispatcher.stop()
-        store.close()
