@@ -17,7 +17,9 @@ LEASE = 30.0
 @contextlib.asynccontextmanager
 async def hub(tmp_path):
     """A store and its dispatcher, stopped and closed afterwards."""
-    async with hub(tmp_path) as (store, dispatcher):
+    store = SqliteStore(str(tmp_path / "hub.db"))
+    dispatcher = Dispatcher(store, LEASE, HubMetrics(store))
+    try:
         yield store, dispatcher
     finally:
         await dispatcher.stop()
