@@ -5,11 +5,11 @@ it), a stream that opened or freed capacity, or the alarm for the earliest futur
 the store (durable timers, abandon back-offs, lease expiries; the store's ready_at index is the
 timer heap, so timers survive restarts and nothing is polled). Each round asks the store, once
 per stream with free capacity, for work matching that stream's filters, and queues it on the
-stream. A worker completing a work item need not wait for a round: its completion carries a
-claim for the slot it frees (a refill), which the store runs in the completion's own transaction,
-so the work the completion made ready (the orchestration an activity result wakes, the activities
-an episode scheduled) is on its way back in the same commit. Each stream has at most one claim in
-flight. The dispatcher remembers which stream holds which lease: work held by a stream that goes
+stream. A worker whose completion leaves it holding nothing need not wait for a round: the
+completion carries a claim for its stream (a refill), which the store runs in the completion's own
+transaction, so the work the completion made ready (the orchestration an activity result wakes,
+the activities an episode scheduled) is on its way back in the same commit. Each stream has at
+most one claim in flight. The dispatcher remembers which stream holds which lease: work held by a stream that goes
 away is released at once, and the leases of live streams are renewed, so a lease only runs out
 when the server itself lost track (a crash or restart).
 
@@ -71,6 +71,9 @@ class WorkerStream:
 
     def wanted_activities(self) -> int:
         return self.max_activities - len(self.activity_tokens)
+
+    def holding(self) -> bool:
+        return bool(self.orchestration_tokens or self.activity_tokens)
 
     def hungry(self) -> bool:
         return self.wanted_orchestrations() > 0 or self.wanted_activities() > 0
@@ -151,11 +154,13 @@ class Dispatcher:
 
     def completing(self, token: str) -> Refill | None:
         """A worker is completing a work item: the refill for its stream, to claim in the completion's
-        transaction (None when the stream is gone or already claiming; a round refills it then)."""
+        transaction. Only a stream left holding nothing gets one (its worker waits on this very
+        completion's outcome, as in a chain of steps); a stream that still holds work, or is already
+        claiming, is refilled by the next round, which claims for many completions at once."""
         stream = self._let_go(token)
         if stream is None:
             return None
-        if stream.claiming or self._stopping or stream not in self._streams:
+        if stream.claiming or self._stopping or stream not in self._streams or stream.holding():
             self._wake.set()
             return None
         stream.claiming = True
