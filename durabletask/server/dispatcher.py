@@ -9,9 +9,9 @@ stream. A worker whose completion leaves it holding nothing need not wait for a 
 completion carries a claim for its stream (a refill), which the store runs in the completion's own
 transaction, so the work the completion made ready (the orchestration an activity result wakes,
 the activities an episode scheduled) is on its way back in the same commit. Each stream has at
-most one claim in flight. The dispatcher remembers which stream holds which lease: work held by a stream that goes
-away is released at once, and the leases of live streams are renewed, so a lease only runs out
-when the server itself lost track (a crash or restart).
+most one claim in flight. The dispatcher remembers which stream holds which lease: work held by a
+stream that goes away is released at once, and the leases of live streams are renewed, so a lease
+only runs out when the server itself lost track (a crash or restart).
 
 Version routing happens in the store's query, through each stream's filters. Workers that send no
 filters are offered anything and reject what they cannot run; each stream remembers the instances
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from dataclasses import dataclass
 import functools
 import logging
 import random
@@ -94,9 +93,9 @@ class WorkerStream:
         return min(self._rejected.values(), default=None)
 
 
-@dataclass
+@dataclasses.dataclass
 class Refill:
-    """The claim a completion carries for the stream whose slot it frees."""
+    """The claim a completion carries for the stream it leaves holding nothing."""
     stream: WorkerStream
     request: ClaimRequest
 

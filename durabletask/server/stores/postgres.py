@@ -56,8 +56,8 @@ from durabletask.server import episodes
 from durabletask.server.episodes import event
 from durabletask.server.stores import safe_url
 from durabletask.server.stores.base import (
-    RESULT_BATCH_SECONDS, TERMINAL_STATUSES, ClaimRequest, ClaimResult, CommitNotice, InstanceState, NameFilter, StaleToken,
-    StoreUnavailable, StoreUrlError, Unstorable, WorkFilters, WorkItem, activity_row_id)
+    RESULT_BATCH_SECONDS, TERMINAL_STATUSES, ClaimRequest, ClaimResult, CommitNotice, InstanceState, NameFilter,
+    StaleToken, StoreUnavailable, StoreUrlError, Unstorable, WorkFilters, WorkItem, activity_row_id)
 from durabletask.server.stores.sql import (
     INSTANCE_COLUMNS, STALE_TOKEN, SqlStore, history_bytes, instance_of, instance_state)
 

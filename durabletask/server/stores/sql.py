@@ -22,8 +22,9 @@ from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.server import episodes
 from durabletask.server.episodes import Deliver, StartChild, TerminateOther, event
 from durabletask.server.stores.base import (
-    TERMINAL_STATUSES, ClaimRequest, ClaimResult, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery, InstanceState, NewInstance,
-    PurgeFilter, StaleToken, Store, WrongState, activity_row_id, list_key, parse_list_key, prefix_end, status_name)
+    TERMINAL_STATUSES, ClaimRequest, ClaimResult, CommitNotice, InstanceExists, InstanceNotFound, InstanceQuery,
+    InstanceState, NewInstance, PurgeFilter, StaleToken, Store, WrongState, activity_row_id, list_key, parse_list_key,
+    prefix_end, status_name)
 
 TERMINAL = tuple(sorted(TERMINAL_STATUSES))
 UNCLAIMABLE = (*TERMINAL, pb.ORCHESTRATION_STATUS_SUSPENDED)

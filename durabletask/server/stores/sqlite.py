@@ -33,8 +33,8 @@ from durabletask.internal.versions import compare_versions
 from durabletask.server import episodes
 from durabletask.server.episodes import Deliver, event
 from durabletask.server.stores.base import (
-    RESULT_BATCH_SECONDS, ClaimRequest, ClaimResult, CommitNotice, InstanceState, NameFilter, StoreUrlError, WorkFilters, WorkItem,
-    activity_row_id)
+    RESULT_BATCH_SECONDS, ClaimRequest, ClaimResult, CommitNotice, InstanceState, NameFilter, StoreUrlError,
+    WorkFilters, WorkItem, activity_row_id)
 from durabletask.server.stores.sql import (
     UNCLAIMABLE, UNCLAIMABLE_SQL, SqlStore, history_bytes, instance_of, instance_state, placeholders, settle_work_ready)
 
