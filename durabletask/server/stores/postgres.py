@@ -305,9 +305,9 @@ SELECT id, request, ready_at, lease_token FROM picked ORDER BY ready_at
 """
 
 
-# `settle_work_ready` and the NOTIFY in one statement: the earliest ready_at of any work item, and a
-# notice saying whether that is now (else when). Parameters: the channel, now, now, the instance ids
-# whose status changed (JSON).
+# The SQLite store's `_settle_work_ready` and the NOTIFY in one statement: the earliest ready_at of
+# any work item, and a notice saying whether that is now (else when). Parameters: the channel, now,
+# now, the instance ids whose status changed (JSON).
 SETTLE_AND_NOTIFY = """
 SELECT earliest, pg_notify(%s, json_build_object('work_ready', earliest <= %s,
     'wake_at', CASE WHEN earliest > %s THEN earliest END, 'status_changed', %s::json)::text)
@@ -652,7 +652,8 @@ class PostgresStore(SqlStore):
         """NOTIFY the other replicas (delivered when the transaction commits). `finished` stays local:
         each replica's metrics observe the completions it applied, so none is counted twice. In a
         batch that made work ready and also claimed some, the first NOTIFY settles whether work is
-        still ready (as `settle_work_ready` does), in the same statement: no round trip of its own."""
+        still ready (as the SQLite store's `_settle_work_ready` does), in the same statement: no round
+        trip of its own."""
         notice = tx.notice
         if not (notice.work_ready or notice.wake_at or notice.status_changed):
             return

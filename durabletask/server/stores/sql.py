@@ -52,19 +52,6 @@ class SqlTx(Sql, Protocol):
     claimed: bool
 
 
-def settle_work_ready(tx: SqlTx) -> None:
-    """Before the commit of a batch that made work ready and also claimed some: whether work is still
-    claimable now (the claims may have taken all of it), and if not, when it next is. Without this,
-    every completion that refilled its stream would wake the dispatcher for a claim that finds nothing."""
-    if not (tx.claimed and tx.notice.work_ready):
-        return
-    earliest = min((t for t in tx.one("SELECT (SELECT MIN(ready_at) FROM instances), "
-                                      "(SELECT MIN(ready_at) FROM activities)") if t is not None), default=None)
-    tx.notice.work_ready = earliest is not None and earliest <= tx.now
-    if not tx.notice.work_ready:
-        tx.notice.wake_at = earliest
-
-
 def placeholders(values) -> str:
     return ", ".join(["%s"] * len(values))
 

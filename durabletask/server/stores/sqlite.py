@@ -36,7 +36,7 @@ from durabletask.server.stores.base import (
     RESULT_BATCH_SECONDS, ClaimRequest, ClaimResult, CommitNotice, InstanceState, NameFilter, StoreUrlError,
     WorkFilters, WorkItem, activity_row_id)
 from durabletask.server.stores.sql import (
-    UNCLAIMABLE, UNCLAIMABLE_SQL, SqlStore, history_bytes, instance_of, instance_state, placeholders, settle_work_ready)
+    UNCLAIMABLE, UNCLAIMABLE_SQL, SqlStore, history_bytes, instance_of, instance_state, placeholders)
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,19 @@ class _Tx(_Sql):
     claimed: bool = False
 
 
+def _settle_work_ready(tx: _Tx) -> None:
+    """Before the commit of a batch that made work ready and also claimed some: whether work is still
+    claimable now (the claims may have taken all of it), and if not, when it next is. Without this,
+    every completion that refilled its stream would wake the dispatcher for a claim that finds nothing."""
+    if not (tx.claimed and tx.notice.work_ready):
+        return
+    earliest = min((t for t in tx.one("SELECT (SELECT MIN(ready_at) FROM instances), "
+                                      "(SELECT MIN(ready_at) FROM activities)") if t is not None), default=None)
+    tx.notice.work_ready = earliest is not None and earliest <= tx.now
+    if not tx.notice.work_ready:
+        tx.notice.wake_at = earliest
+
+
 class SqliteStore(SqlStore):
     def __init__(self, path: str):
         self.path = path
@@ -251,7 +264,7 @@ class SqliteStore(SqlStore):
             conn.executemany("INSERT INTO instance_counts VALUES (?, ?, ?, ?) ON CONFLICT (name, version, status) "
                              "DO UPDATE SET count = count + excluded.count",
                              [(*key, delta) for key, delta in sorted(counts.items()) if delta])
-            settle_work_ready(tx)
+            _settle_work_ready(tx)
             conn.execute("COMMIT")
         except Exception as error:
             log.exception("store transaction failed")
