@@ -221,13 +221,18 @@ def take(worker: RawWorker, instance_id: str, kind: str) -> pb.WorkItem:
             worker.stub.CompleteActivityTask(activity_result(request, item.completionToken, '"leftover"'))
 
 
+def start_leased(worker, prefix: str):
+    """A new EPISODE instance and its first work item, leased by `worker`."""
+    instance_id = new_id(prefix)
+    worker.stub.StartInstance(pb.CreateInstanceRequest(instanceId=instance_id, name=EPISODE))
+    return instance_id, take(worker, instance_id, "orchestratorRequest")
+
+
 @settings(FUZZ, max_examples=200)
 @given(response=EPISODES)
 def test_weird_episodes_with_a_real_lease(keepers, leased, response):
     tried["leased episodes"] += 1
-    instance_id = new_id("fz-episode")
-    leased.stub.StartInstance(pb.CreateInstanceRequest(instanceId=instance_id, name=EPISODE))
-    item = take(leased, instance_id, "orchestratorRequest")
+    instance_id, item = start_leased(leased, "fz-episode")
     response.instanceId, response.completionToken = instance_id, item.completionToken
     answered_on_purpose(lambda: leased.stub.CompleteOrchestratorTask(response, timeout=5))
     state = read_back(leased.stub, instance_id)
@@ -238,9 +243,7 @@ def test_weird_episodes_with_a_real_lease(keepers, leased, response):
 @given(result=ACTIVITY_RESULTS)
 def test_weird_activity_results_with_a_real_lease(keepers, leased, result):
     tried["leased activity results"] += 1
-    instance_id = new_id("fz-activity")
-    leased.stub.StartInstance(pb.CreateInstanceRequest(instanceId=instance_id, name=EPISODE))
-    item = take(leased, instance_id, "orchestratorRequest")
+    instance_id, item = start_leased(leased, "fz-activity")
     leased.stub.CompleteOrchestratorTask(episode(instance_id, item.completionToken, schedule(1, ACTIVITY)))
     activity = take(leased, instance_id, "activityRequest")
     result.instanceId, result.completionToken = instance_id, activity.completionToken
