@@ -214,6 +214,9 @@ class CommitNotice:
     wake_at: float | None = None  # else, when work next becomes claimable, if the commit knows
     finished: list[tuple[str, float]] = field(default_factory=list)  # (name, seconds since creation)
 
+    def says_anything(self) -> bool:
+        return bool(self.work_ready or self.wake_at or self.status_changed or self.finished)
+
 
 class Store(abc.ABC):
     """Persists instances, their history and inbox, and the activity queue."""

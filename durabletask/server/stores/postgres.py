@@ -59,7 +59,7 @@ from durabletask.server.stores.base import (
     RESULT_BATCH_SECONDS, TERMINAL_STATUSES, ClaimRequest, ClaimResult, CommitNotice, InstanceState, NameFilter,
     StaleToken, StoreUnavailable, StoreUrlError, Unstorable, WorkFilters, WorkItem, activity_row_id)
 from durabletask.server.stores.sql import (
-    INSTANCE_COLUMNS, STALE_TOKEN, SqlStore, history_bytes, instance_of, instance_state)
+    INSTANCE_COLUMNS, NEXT_READY_AT, STALE_TOKEN, SqlStore, earliest, history_bytes, instance_of, instance_state)
 
 log = logging.getLogger(__name__)
 
@@ -558,7 +558,7 @@ class PostgresStore(SqlStore):
                 batch[i].done.set_exception(error)
         for request in retry:
             self._queue_for(request).put(request)
-        if notice is not None and (notice.work_ready or notice.wake_at or notice.status_changed or notice.finished):
+        if notice is not None and notice.says_anything():
             self._tell_listeners(notice)
 
     def _run_together(self, conn: psycopg.Connection, batch: list[_Request]) -> tuple[dict, CommitNotice]:
@@ -787,10 +787,9 @@ class PostgresStore(SqlStore):
                 CLAIM_ACTIVITIES.format(where=where), tx.now, *params, max_activities, nonce, lease_end)
 
         def note_next_ready(row: tuple) -> None:
-            result.next_ready_at = min((t for t in row if t is not None), default=None)
+            result.next_ready_at = earliest(row)
 
-        tx.then(note_next_ready, "SELECT (SELECT MIN(ready_at) FROM instances WHERE ready_at > %s), "
-                "(SELECT MIN(ready_at) FROM activities WHERE ready_at > %s)", tx.now, tx.now)
+        tx.then(note_next_ready, NEXT_READY_AT, tx.now, tx.now)
         return result
 
     def _orchestration_items(self, tx: _Tx, rows: list[tuple], nonce: str) -> list[WorkItem]:

@@ -52,6 +52,16 @@ class SqlTx(Sql, Protocol):
     claimed: bool
 
 
+# When work next becomes claimable after now (parameters: now, now): a claim's `next_ready_at`.
+NEXT_READY_AT = ("SELECT (SELECT MIN(ready_at) FROM instances WHERE ready_at > %s), "
+                 "(SELECT MIN(ready_at) FROM activities WHERE ready_at > %s)")
+
+
+def earliest(times) -> float | None:
+    """The earliest of `times`, ignoring None; None when there is none."""
+    return min((t for t in times if t is not None), default=None)
+
+
 def placeholders(values) -> str:
     return ", ".join(["%s"] * len(values))
 

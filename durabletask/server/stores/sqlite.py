@@ -9,8 +9,8 @@ Layout: `instances` (one row per orchestration, with its lease and `ready_at`, t
 becomes claimable), `history` (one row per committed episode: the events, protobuf-encoded),
 `inbox` (events not yet given to the orchestrator, timers included, each with a `visible_at`),
 `activities` (the activity queue) and `instance_counts` (instances per name, version and status,
-changed, once per batch, in the same transaction as the status changes). The transaction steps it shares with the
-PostgreSQL store are in `sql.SqlStore`; here are its plumbing, claims and completions.
+changed, once per batch, in the same transaction as the status changes). The transaction steps it
+shares with the PostgreSQL store are in `sql.SqlStore`; here are its plumbing, claims and completions.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import secrets
 import sqlite3
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -36,7 +36,8 @@ from durabletask.server.stores.base import (
     RESULT_BATCH_SECONDS, ClaimRequest, ClaimResult, CommitNotice, InstanceState, NameFilter, StoreUrlError,
     WorkFilters, WorkItem, activity_row_id)
 from durabletask.server.stores.sql import (
-    UNCLAIMABLE, UNCLAIMABLE_SQL, SqlStore, history_bytes, instance_of, instance_state, placeholders)
+    NEXT_READY_AT, UNCLAIMABLE, UNCLAIMABLE_SQL, SqlStore, earliest, history_bytes, instance_of, instance_state,
+    placeholders)
 
 log = logging.getLogger(__name__)
 
@@ -177,11 +178,10 @@ def _settle_work_ready(tx: _Tx) -> None:
     every completion that refilled its stream would wake the dispatcher for a claim that finds nothing."""
     if not (tx.claimed and tx.notice.work_ready):
         return
-    earliest = min((t for t in tx.one("SELECT (SELECT MIN(ready_at) FROM instances), "
-                                      "(SELECT MIN(ready_at) FROM activities)") if t is not None), default=None)
-    tx.notice.work_ready = earliest is not None and earliest <= tx.now
+    first = earliest(tx.one("SELECT (SELECT MIN(ready_at) FROM instances), (SELECT MIN(ready_at) FROM activities)"))
+    tx.notice.work_ready = first is not None and first <= tx.now
     if not tx.notice.work_ready:
-        tx.notice.wake_at = earliest
+        tx.notice.wake_at = first
 
 
 class SqliteStore(SqlStore):
@@ -276,7 +276,7 @@ class SqliteStore(SqlStore):
                 done.set_result(result)
             else:
                 done.set_exception(error)
-        if tx.notice.work_ready or tx.notice.wake_at or tx.notice.status_changed or tx.notice.finished:
+        if tx.notice.says_anything():
             for listener in self._listeners:
                 listener(tx.notice)
 
@@ -380,10 +380,7 @@ class SqliteStore(SqlStore):
                 result.activities = [WorkItem(f"a{activity_id}.{nonce}", pb.ActivityRequest.FromString(request),
                                               ready_at, old_token is not None)
                                      for activity_id, request, ready_at, old_token in rows]
-        next_instance, next_activity = tx.one(
-            "SELECT (SELECT MIN(ready_at) FROM instances WHERE ready_at > %s), "
-            "(SELECT MIN(ready_at) FROM activities WHERE ready_at > %s)", tx.now, tx.now)
-        result.next_ready_at = min((t for t in (next_instance, next_activity) if t is not None), default=None)
+        result.next_ready_at = earliest(tx.one(NEXT_READY_AT, tx.now, tx.now))
         return result
 
     def _lease_orchestration(self, tx: _Tx, instance_id: str, execution_id: str,
