@@ -222,7 +222,8 @@ class Store(abc.ABC):
     """Persists instances, their history and inbox, and the activity queue."""
 
     def add_commit_listener(self, listener: Callable[[CommitNotice], None]) -> None:
-        """`listener` is called (from the store's writer thread) after each commit."""
+        """`listener` is called after each commit, on the thread that committed (the event loop's for
+        SQLite, a writer thread for PostgreSQL)."""
 
     # -- instances ----------------------------------------------------------------------------
     @abc.abstractmethod

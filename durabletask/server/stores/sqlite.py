@@ -1,9 +1,12 @@
 """The SQLite store: durable task hub state in one file.
 
 WAL journal with synchronous=NORMAL (a commit survives a killed process; no fsync per commit).
-All writes run on one dedicated writer thread, which takes every request waiting in its queue
-and applies them in a single transaction (each in its own savepoint, so one failing request
-does not undo the others). Reads run on per-thread connections and never wait for the writer.
+Writes run on the event loop's own thread: the requests made while the loop takes in what is ready
+are applied together, in one transaction at the end of that round (each in its own savepoint, so
+one failing request does not undo the others). A statement takes microseconds; handing every request
+to a writer thread and its result back cost more than that, in GIL hand-offs between the two threads.
+The price: a long write (a purge of many instances) holds up the event loop while it runs, where it
+held up only the other writes before. Reads run on per-thread connections and never wait for writes.
 
 Layout: `instances` (one row per orchestration, with its lease and `ready_at`, the time it next
 becomes claimable), `history` (one row per committed episode: the events, protobuf-encoded),
@@ -18,13 +21,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import queue
 import secrets
 import sqlite3
 import threading
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -110,6 +112,9 @@ CREATE TABLE instance_counts (
 
 MAX_BATCH = 500
 READ_THREADS = 8
+# At most this often the WAL is copied back into the database file (a checkpoint), on a thread of
+# its own: SQLite's automatic checkpoint would run inside a commit, and so on the event loop.
+CHECKPOINT_SECONDS = 1.0
 
 
 @functools.lru_cache(maxsize=4096)
@@ -190,12 +195,14 @@ class SqliteStore(SqlStore):
         self._listeners: list[Callable[[CommitNotice], None]] = []
         self._readers = threading.local()
         self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="sqlite-reader")
-        self._requests: queue.SimpleQueue = queue.SimpleQueue()
-        writer_conn = _connect(path)
-        self._migrate(writer_conn)
-        self._writer = threading.Thread(target=self._write_loop, args=(writer_conn,), name="sqlite-writer",
-                                        daemon=True)
-        self._writer.start()
+        self._writer = _connect(path)
+        self._migrate(self._writer)
+        self._writer.execute("PRAGMA wal_autocheckpoint=0")
+        self._waiting: list[tuple[Callable, tuple, asyncio.Future]] = []  # write requests for the next batch
+        self._written = threading.Event()  # set by the first commit after a checkpoint
+        self._closed = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True)
+        self._checkpointer.start()
 
     # -- plumbing -----------------------------------------------------------------------------
     @staticmethod
@@ -214,32 +221,38 @@ class SqliteStore(SqlStore):
         self._listeners.append(listener)
 
     def _write(self, fn: Callable, *args, lock_key: str = "") -> asyncio.Future:
-        """Queue `fn(tx, *args)` for the writer; the result resolves on the caller's event loop.
-        (`lock_key` routes requests to writers; there is only one here.)"""
-        done: Future = Future()
-        self._requests.put((fn, args, done))
-        return asyncio.wrap_future(done)
+        """Queue `fn(tx, *args)` for the next batch, which the event loop runs as soon as it has taken
+        in what is ready now. (`lock_key` routes requests to writers; there is only one here.)"""
+        loop = asyncio.get_running_loop()
+        if not self._waiting:
+            loop.call_soon(self._write_waiting)
+        done = loop.create_future()
+        self._waiting.append((fn, args, done))
+        return done
 
     def _read(self, fn: Callable, *args) -> asyncio.Future:
         return asyncio.get_running_loop().run_in_executor(self._read_pool, lambda: fn(_Sql(self._reader()), *args))
 
-    def _write_loop(self, conn: sqlite3.Connection) -> None:
-        while True:
-            batch = [self._requests.get()]
-            while len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self._requests.get_nowait())
-                except queue.Empty:
-                    break
-            stop = None in batch
-            # A request whose caller gave up (its gRPC call was cancelled) before it ran is dropped, as
-            # if never sent; a running one can no longer be cancelled, so its outcome always finds its future.
-            batch = [request for request in batch if request is not None and request[2].set_running_or_notify_cancel()]
-            if batch:
-                self._run_batch(conn, batch)
-            if stop:
-                conn.close()
-                return
+    def _checkpoint_loop(self) -> None:
+        conn = _connect(self.path)
+        while not self._closed.is_set():
+            self._written.wait()
+            if self._closed.wait(CHECKPOINT_SECONDS):
+                break
+            self._written.clear()
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # never waits for the writer, nor it for us
+            except sqlite3.Error as error:  # the WAL keeps every commit meanwhile; try again later
+                log.warning("SQLite checkpoint of %s failed: %s", self.path, error)
+        conn.close()
+
+    def _write_waiting(self) -> None:
+        """Run the waiting requests, up to MAX_BATCH per transaction. A request whose caller gave up
+        (its gRPC call was cancelled) before it ran is dropped, as if never sent."""
+        waiting, self._waiting = self._waiting, []
+        waiting = [request for request in waiting if not request[2].cancelled()]
+        for start in range(0, len(waiting), MAX_BATCH):
+            self._run_batch(self._writer, waiting[start:start + MAX_BATCH])
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple]) -> None:
         """One transaction for the whole batch, each request in its own savepoint, so that a failing
@@ -266,6 +279,8 @@ class SqliteStore(SqlStore):
                              [(*key, delta) for key, delta in sorted(counts.items()) if delta])
             _settle_work_ready(tx)
             conn.execute("COMMIT")
+            if not self._written.is_set():
+                self._written.set()
         except Exception as error:
             log.exception("store transaction failed")
             if conn.in_transaction:
@@ -288,8 +303,11 @@ class SqliteStore(SqlStore):
         return conn
 
     def close(self) -> None:
-        self._requests.put(None)
-        self._writer.join()
+        self._write_waiting()
+        self._closed.set()
+        self._written.set()
+        self._checkpointer.join()
+        self._writer.close()
         self._read_pool.shutdown()
 
     # -- shared transaction steps -------------------------------------------------------------
