@@ -233,6 +233,9 @@ class SqliteStore(SqlStore):
     def _read(self, fn: Callable, *args) -> asyncio.Future:
         return asyncio.get_running_loop().run_in_executor(self._read_pool, lambda: fn(_Sql(self._reader()), *args))
 
+    async def _read_row(self, fn: Callable, *args):
+        return fn(_Sql(self._reader()), *args)
+
     def _checkpoint_loop(self) -> None:
         conn = _connect(self.path)
         while not self._closed.is_set():
