@@ -28,6 +28,23 @@ def test_a_bad_store_url_is_one_clear_sentence_and_exit_code_2(tmp_path):
         assert len(lines) == 1 and lines[0].endswith("."), done.stderr
 
 
+def test_a_second_server_on_the_same_sqlite_store_is_refused(tmp_path):
+    store = f"sqlite:///{tmp_path}/hub.db"
+    port = free_port()
+    first = subprocess.Popen(server_command("--port", str(port), "--store", store), cwd=REPO)
+    try:
+        wait_for_hub(f"127.0.0.1:{port}", first)
+        second = subprocess.run(server_command("--port", str(free_port()), "--store", store), capture_output=True,
+                                text=True, timeout=30, cwd=REPO)
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.strip() == (f"durabletask-server: Another task hub server is using the SQLite store at "
+                                         f"'{tmp_path}/hub.db': stop it first (to run several servers on one task "
+                                         "hub, use a PostgreSQL store).")
+    finally:
+        first.kill()
+        first.wait()
+
+
 def test_without_a_store_it_keeps_state_in_the_working_directory_and_stops_on_sigterm(tmp_path):
     port = free_port()
     process = subprocess.Popen(server_command("--port", str(port)), cwd=tmp_path, stderr=subprocess.PIPE, text=True)

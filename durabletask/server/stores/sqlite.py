@@ -19,6 +19,7 @@ shares with the PostgreSQL store are in `sql.SqlStore`; here are its plumbing, c
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import logging
 import secrets
@@ -132,6 +133,19 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+def _hold_exclusively(path: str):
+    """A lock file beside the database, locked while the store is open (the OS lets go when the
+    process dies). Two servers on one file would each hand out work the other never hears of."""
+    lock = open(f"{path}.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise StoreUrlError(f"Another task hub server is using the SQLite store at '{path}': stop it first (to run "
+                            "several servers on one task hub, use a PostgreSQL store).") from None
+    return lock
+
+
 def _filter_sql(filters: tuple[NameFilter, ...]) -> tuple[str, list]:
     """A WHERE fragment matching any of the name (and version) filters. Versions match as the
     workers compare them: a listed version also matches its equals ("1.0" takes "1.0.0")."""
@@ -192,6 +206,7 @@ def _settle_work_ready(tx: _Tx) -> None:
 class SqliteStore(SqlStore):
     def __init__(self, path: str):
         self.path = path
+        self._lock = _hold_exclusively(path)
         self._listeners: list[Callable[[CommitNotice], None]] = []
         self._readers = threading.local()
         self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="sqlite-reader")
@@ -312,6 +327,7 @@ class SqliteStore(SqlStore):
         self._checkpointer.join()
         self._writer.close()
         self._read_pool.shutdown()
+        self._lock.close()
 
     # -- shared transaction steps -------------------------------------------------------------
     @staticmethod
@@ -496,3 +512,5 @@ def open_sqlite(url: str) -> SqliteStore:
         return SqliteStore(path)
     except sqlite3.Error as error:
         raise StoreUrlError(f"Cannot open the SQLite store at '{path}': {error}.") from None
+    except OSError as error:  # its lock file
+        raise StoreUrlError(f"Cannot open the SQLite store at '{path}': {error.strerror}.") from None
