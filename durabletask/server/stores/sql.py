@@ -109,7 +109,6 @@ class SqlStore(Store):
         take microseconds may run it on the spot, where the hand-off to a read thread would cost more."""
         return self._read(fn, *args)
 
-
     @abc.abstractmethod
     def _enqueue(self, tx: SqlTx, instance_id: str, ev: pb.HistoryEvent, execution_id: str | None,
                  visible_at: float | None = None) -> None:
