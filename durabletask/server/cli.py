@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 
 from durabletask.internal.token_file import TokenFile, parse_tokens
 from durabletask.server.app import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_PAYLOAD_BYTES, TaskHubServer, log
-from durabletask.server.stores import StoreUrlError, open_store, safe_url
+from durabletask.server.stores import Store, StoreUrlError, open_store, safe_url
 from durabletask.server.tls import ServerTls, TlsConfigError, check_server_tls
 
 DEFAULT_STORE_FILE = "durabletask-hub.db"
@@ -88,6 +88,18 @@ async def serve(server: TaskHubServer, store_url: str, security: str) -> None:
     await server.stop()
 
 
+def open_served_store(url: str) -> Store:
+    """The store this server will serve: opened, and held against a second server where the store
+    allows only one."""
+    store = open_store(url)
+    try:
+        store.hold_exclusively()
+    except StoreUrlError:
+        store.close()
+        raise
+    return store
+
+
 def describe_security(tls: ServerTls | None, tokens_required: bool) -> str:
     transport = "plaintext" if tls is None else "mutual TLS" if tls.client_ca_file else "TLS"
     return f"{transport}, bearer token required" if tokens_required else transport
@@ -104,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tls = check_server_tls(args.tls_cert, args.tls_key, args.tls_client_ca)
         tokens = accepted_tokens(args.auth_token_file, os.environ)
-        store = open_store(store_url)
+        store = open_served_store(store_url)
     except (TlsConfigError, ConfigError, StoreUrlError) as error:
         print(f"durabletask-server: {error}", file=sys.stderr)
         return 2

@@ -225,6 +225,11 @@ class Store(abc.ABC):
         """`listener` is called after each commit, on the thread that committed (the event loop's for
         SQLite, a writer thread for PostgreSQL)."""
 
+    def hold_exclusively(self) -> None:
+        """Make this process the only server of the store, for a store that can have only one
+        (SQLite); raises StoreUrlError if another server has it. A store that many servers share
+        (PostgreSQL) has nothing to do."""
+
     # -- instances ----------------------------------------------------------------------------
     @abc.abstractmethod
     async def create_instance(self, new: NewInstance, replaceable: tuple[int, ...] = ()) -> str:

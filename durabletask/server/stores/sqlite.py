@@ -133,19 +133,6 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _hold_exclusively(path: str):
-    """A lock file beside the database, locked while the store is open (the OS lets go when the
-    process dies). Two servers on one file would each hand out work the other never hears of."""
-    lock = open(f"{path}.lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise StoreUrlError(f"Another task hub server is using the SQLite store at '{path}': stop it first (to run "
-                            "several servers on one task hub, use a PostgreSQL store).") from None
-    return lock
-
-
 def _filter_sql(filters: tuple[NameFilter, ...]) -> tuple[str, list]:
     """A WHERE fragment matching any of the name (and version) filters. Versions match as the
     workers compare them: a listed version also matches its equals ("1.0" takes "1.0.0")."""
@@ -206,7 +193,7 @@ def _settle_work_ready(tx: _Tx) -> None:
 class SqliteStore(SqlStore):
     def __init__(self, path: str):
         self.path = path
-        self._lock = _hold_exclusively(path)
+        self._lock = None  # see hold_exclusively
         self._listeners: list[Callable[[CommitNotice], None]] = []
         self._readers = threading.local()
         self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="sqlite-reader")
@@ -234,6 +221,21 @@ class SqliteStore(SqlStore):
 
     def add_commit_listener(self, listener: Callable[[CommitNotice], None]) -> None:
         self._listeners.append(listener)
+
+    def hold_exclusively(self) -> None:
+        """Lock a file beside the database until close (the OS lets go when the process dies): two
+        servers on one file would each hand out work the other never hears of."""
+        try:
+            lock = open(f"{self.path}.lock", "w")
+        except OSError as error:
+            raise StoreUrlError(f"Cannot lock the SQLite store at '{self.path}': {error.strerror}.") from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise StoreUrlError(f"Another task hub server is using the SQLite store at '{self.path}': stop it first "
+                                "(to run several servers on one task hub, use a PostgreSQL store).") from None
+        self._lock = lock
 
     def _write(self, fn: Callable, *args, lock_key: str = "") -> asyncio.Future:
         """Queue `fn(tx, *args)` for the next batch, which the event loop runs as soon as it has taken
@@ -327,7 +329,8 @@ class SqliteStore(SqlStore):
         self._checkpointer.join()
         self._writer.close()
         self._read_pool.shutdown()
-        self._lock.close()
+        if self._lock is not None:
+            self._lock.close()
 
     # -- shared transaction steps -------------------------------------------------------------
     @staticmethod
@@ -512,5 +515,3 @@ def open_sqlite(url: str) -> SqliteStore:
         return SqliteStore(path)
     except sqlite3.Error as error:
         raise StoreUrlError(f"Cannot open the SQLite store at '{path}': {error}.") from None
-    except OSError as error:  # its lock file
-        raise StoreUrlError(f"Cannot open the SQLite store at '{path}': {error.strerror}.") from None
