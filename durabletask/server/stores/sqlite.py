@@ -272,11 +272,12 @@ class SqliteStore(SqlStore):
         waiting, self._waiting = self._waiting, []
         waiting = [request for request in waiting if not request[2].cancelled()]
         for start in range(0, len(waiting), MAX_BATCH):
-            self._run_batch(self._writer, waiting[start:start + MAX_BATCH])
+            self._run_batch(waiting[start:start + MAX_BATCH])
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[tuple]) -> None:
+    def _run_batch(self, batch: list[tuple]) -> None:
         """One transaction for the whole batch, each request in its own savepoint, so that a failing
         request fails alone; the count changes of those that succeed are added once, at the end."""
+        conn = self._writer
         tx = _Tx(conn, time.time())
         outcomes, counts = [], Counter()
         try:
