@@ -217,6 +217,13 @@ class CommitNotice:
     def says_anything(self) -> bool:
         return bool(self.work_ready or self.wake_at or self.status_changed or self.finished)
 
+    def merge(self, other: "CommitNotice") -> None:
+        """Add what `other` says (of another write in the same commit)."""
+        self.work_ready |= other.work_ready
+        self.status_changed |= other.status_changed
+        self.wake_at = min((t for t in (self.wake_at, other.wake_at) if t is not None), default=None)
+        self.finished += other.finished
+
 
 class Store(abc.ABC):
     """Persists instances, their history and inbox, and the activity queue."""
