@@ -11,7 +11,7 @@ import pytest
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.server.stores import StoreUrlError, open_store
-from durabletask.server.stores.base import ACCEPT_ALL, NewInstance, StaleToken
+from durabletask.server.stores.base import ACCEPT_ALL, NameFilter, NewInstance, StaleToken, WorkFilters
 from durabletask.server.stores.postgres import DATABASE_NOW, MIGRATIONS, PostgresStore, _DatabaseClock
 from durabletask.server.stores.sql import TERMINAL, UNCLAIMABLE
 from tests.support.hub import complete, episode, run_async, schedule
@@ -103,6 +103,26 @@ async def test_a_completion_planned_from_its_claim_is_checked_against_the_instan
         assert statuses == {"kept": pb.ORCHESTRATION_STATUS_RUNNING, "paused": pb.ORCHESTRATION_STATUS_SUSPENDED}
         activities = (await store.claim(0, 10, ACCEPT_ALL, 30)).activities
         assert sorted(item.request.orchestrationInstance.instanceId for item in activities) == ["kept", "paused"]
+    finally:
+        store.close()
+
+
+@run_async
+async def test_a_version_that_appears_after_the_first_claim_is_claimed_by_the_next_claim_at_once(database):
+    """A versioned claim lists the ready versions this replica has seen, reading them only for the
+    first claim of a name (a claim that reads cannot be optimistic). A version that appears later
+    is missed once, by a claim that finds it and asks for another claim now."""
+    store = PostgresStore(database)
+    up_to_2 = WorkFilters(orchestrations=(NameFilter("order", max_version="2.0"),), activities=())
+    try:
+        await store.create_instance(NewInstance("v1", "order", version="1.0"))
+        assert [item.request.instanceId for item in (await store.claim(10, 0, up_to_2, 30)).orchestrations] == ["v1"]
+        await store.create_instance(NewInstance("v3", "order", version="3.0"))  # not accepted: no hurry
+        assert (await store.claim(10, 0, up_to_2, 30)).next_ready_at > time.time() + 10  # v1's lease end
+        await store.create_instance(NewInstance("v2", "order", version="2.0"))
+        missed = await store.claim(10, 0, up_to_2, 30)
+        assert not missed.orchestrations and missed.next_ready_at <= time.time() + 0.1
+        assert [item.request.instanceId for item in (await store.claim(10, 0, up_to_2, 30)).orchestrations] == ["v2"]
     finally:
         store.close()
 

@@ -383,22 +383,26 @@ def _accepts(f: NameFilter, version: str) -> bool:
         (f.max_version is not None and _compare_versions(version, f.max_version) <= 0)
 
 
-def _filter_sql(tx: "_Tx", table: str, filters: tuple[NameFilter, ...]) -> tuple[str, list]:
-    """A WHERE fragment matching any of the name (and version) filters. Version order is not SQL's
-    string order ("10.0" > "9.0", "1.0" = "1.0.0"), so a filter with versions becomes the list of the
-    versions ready in `table` now that it accepts (few: one per version being rolled out)."""
-    clauses, params = [], []
-    for f in filters:
-        if f.versions or f.max_version is not None:
-            versions = list(f.versions) + [version for (version,) in tx.run(
-                f"SELECT DISTINCT version FROM {table} WHERE name = %s AND ready_at <= %s", f.name, tx.now)
-                if _accepts(f, version)]
-            clauses.append("(name = %s AND version = ANY(%s))")
-            params += [f.name, versions]
-        else:
-            clauses.append("name = %s")
-            params.append(f.name)
-    return " AND (" + " OR ".join(clauses) + ")", params
+class _ReadyVersions:
+    """The versions seen among ready work, by table and name. Version order is not SQL's string order
+    ("10.0" > "9.0", "1.0" = "1.0.0"), so a claim with a version filter lists the versions it accepts.
+    The first claim for a name reads them (carefully); later ones take them from here, which keeps
+    them optimistic, and look for ready versions not seen yet. Used on the event loop's thread and
+    the writer's."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], set[str]] = {}
+
+    def seen(self, table: str, name: str) -> list[str] | None:
+        """None if no claim has read them yet."""
+        with self._lock:
+            versions = self._seen.get((table, name))
+            return None if versions is None else list(versions)
+
+    def see(self, table: str, name: str, versions: list[str]) -> None:
+        with self._lock:
+            self._seen.setdefault((table, name), set()).update(versions)
 
 
 def _columns(rows: list[tuple], width: int) -> list[list]:
@@ -586,6 +590,7 @@ class PostgresStore(SqlStore):
         self._pipeline: Pipeline | None = None
         self._pipeline_retry_at = -math.inf
         self._leases = _Leases()
+        self._ready_versions = _ReadyVersions()
         # One queue per writer. Requests for one instance always go to the same writer, so that they
         # share its batches (one lock, one commit: a fan-out's results) instead of queueing for that
         # instance's row lock behind the other writers' transactions.
@@ -1022,8 +1027,8 @@ class PostgresStore(SqlStore):
         nonce = secrets.token_hex(8)  # one per claim; the instance or row id keeps every token distinct
         result = ClaimResult([], [], None)
         if max_orchestrations > 0 and filters.orchestrations != ():
-            where, params = _filter_sql(tx, "instances", filters.orchestrations) if filters.orchestrations \
-                else ("", [])
+            where, params = self._filter_sql(tx, "instances", filters.orchestrations, result) \
+                if filters.orchestrations else ("", [])
             if filters.excluded_instances:
                 where += " AND instance_id <> ALL(%s)"
                 params.append(list(filters.excluded_instances))
@@ -1032,7 +1037,8 @@ class PostgresStore(SqlStore):
                          CLAIM_ORCHESTRATIONS.format(where=where), tx.now, *params, max_orchestrations, tx.now,
                          nonce, lease_end, lease_end, tx.now)
         if max_activities > 0 and filters.activities != ():
-            where, params = _filter_sql(tx, "activities", filters.activities) if filters.activities else ("", [])
+            where, params = self._filter_sql(tx, "activities", filters.activities, result) \
+                if filters.activities else ("", [])
             # A lease token still set on a claimable item is one that ran out.
             tx.then_rows(lambda rows: result.activities.extend(
                 WorkItem(f"a{activity_id}.{nonce}", pb.ActivityRequest.FromString(request), ready_at,
@@ -1040,10 +1046,43 @@ class PostgresStore(SqlStore):
                 CLAIM_ACTIVITIES.format(where=where), tx.now, *params, max_activities, nonce, lease_end)
 
         def note_next_ready(row: tuple) -> None:
-            result.next_ready_at = earliest(row)
+            result.next_ready_at = earliest((result.next_ready_at, *row))
 
         tx.then(note_next_ready, NEXT_READY_AT, tx.now, tx.now)
         return result
+
+    def _filter_sql(self, tx: _Tx | _OptimisticTx, table: str, filters: tuple[NameFilter, ...],
+                    result: ClaimResult) -> tuple[str, list]:
+        """A WHERE fragment matching any of the name (and version) filters."""
+        clauses, params = [], []
+        for f in filters:
+            if f.versions or f.max_version is not None:
+                clauses.append("(name = %s AND version = ANY(%s))")
+                params += [f.name, self._accepted_versions(tx, table, f, result)]
+            else:
+                clauses.append("name = %s")
+                params.append(f.name)
+        return " AND (" + " OR ".join(clauses) + ")", params
+
+    def _accepted_versions(self, tx: _Tx | _OptimisticTx, table: str, f: NameFilter,
+                           result: ClaimResult) -> list[str]:
+        """The versions `f` accepts among those it lists and those seen ready (`_ReadyVersions`),
+        which the first claim for the name reads. A later claim looks for ready versions not seen yet
+        and, should `f` accept one, asks for another claim at once (`next_ready_at`), which lists it."""
+        query = f"SELECT DISTINCT version FROM {table} WHERE name = %s AND ready_at <= %s AND version <> ALL(%s)"
+        seen = self._ready_versions.seen(table, f.name)
+        if seen is None:  # reading makes the transaction careful
+            seen = [version for (version,) in tx.run(query, f.name, tx.now, [])]
+            self._ready_versions.see(table, f.name, seen)
+        else:
+            def note_unseen(rows: list[tuple]) -> None:
+                unseen = [version for (version,) in rows]
+                self._ready_versions.see(table, f.name, unseen)
+                if any(_accepts(f, version) for version in unseen):
+                    result.next_ready_at = tx.now
+
+            tx.then_rows(note_unseen, query, f.name, tx.now, seen)
+        return list(f.versions) + [version for version in seen if _accepts(f, version)]
 
     def _orchestration_items(self, tx: _Tx | _OptimisticTx, rows: list[tuple], nonce: str,
                              lease_end: float) -> list[WorkItem]:
