@@ -46,7 +46,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -549,17 +549,28 @@ class _Request:
     args: tuple
     lock_key: str  # the instance the request locks first ('' when it waits on none)
     durable: bool  # False: losing it in a database crash is harmless, so its commit need not wait for the disk
-    done: Future = field(default_factory=Future)
+    done: asyncio.Future  # on the caller's event loop
     attempts: int = 0
+
+    def settle(self, result: Any = None, error: Exception | None = None) -> None:
+        """Hand the outcome over (on the event loop's thread), unless the caller gave up waiting."""
+        if not self.done.done():
+            if error is None:
+                self.done.set_result(result)
+            else:
+                self.done.set_exception(error)
+
+    def settle_from_thread(self, result: Any = None, error: Exception | None = None) -> None:
+        try:
+            self.done.get_loop().call_soon_threadsafe(self.settle, result, error)
+        except RuntimeError:  # the event loop is closed: nobody waits any more
+            pass
 
 
 def _still_wanted(requests: list[_Request]) -> list[_Request]:
-    """The requests to run, in lock order. One whose caller gave up (its gRPC call was cancelled)
-    before it ran is dropped, as if never sent; a running one (or one retried) can no longer be
-    cancelled, so its outcome always finds its future."""
-    return sorted((request for request in requests
-                   if request.done.running() or request.done.set_running_or_notify_cancel()),
-                  key=lambda r: r.lock_key)
+    """The requests to run, in lock order: one whose caller gave up (its gRPC call was cancelled)
+    before it ran is dropped, as if never sent."""
+    return sorted((request for request in requests if not request.done.cancelled()), key=lambda r: r.lock_key)
 
 
 def _log_failure(future: asyncio.Future) -> None:
@@ -636,10 +647,12 @@ class PostgresStore(SqlStore):
     def _write(self, fn: Callable, *args, lock_key: str = "", durable: bool = True) -> asyncio.Future:
         """Queue `fn(tx, *args)` for the next optimistic batch (a careful one if it must read before it
         commits); the result resolves on the caller's event loop."""
-        self._waiting.append(_Request(fn, args, lock_key, durable))
+        loop = asyncio.get_running_loop()
+        request = _Request(fn, args, lock_key, durable, loop.create_future())
+        self._waiting.append(request)
         if self._optimist is None:
-            self._optimist = asyncio.get_running_loop().create_task(self._run_optimistically())
-        return asyncio.wrap_future(self._waiting[-1].done)
+            self._optimist = loop.create_task(self._run_optimistically())
+        return request.done
 
     def _write_carefully(self, request: _Request) -> None:
         self._queue_for(request).put(request)
@@ -717,7 +730,7 @@ class PostgresStore(SqlStore):
             if pipeline.broken is not None:  # the connection is lost: whether it committed is unknown
                 log.warning("store transaction failed: %s", error)
                 for request, _ in queued:
-                    request.done.set_exception(_unavailable(error))
+                    request.settle(error=_unavailable(error))
                 return
             log.debug("optimistic batch refused, running it carefully: %s", error)
             await self._roll_back(pipeline)
@@ -725,7 +738,7 @@ class PostgresStore(SqlStore):
                 self._write_carefully(request)
             return
         for request, result in queued:
-            request.done.set_result(result)
+            request.settle(result)
         if tx.follow_up:
             self._write(self._run_statements, tx.follow_up).add_done_callback(_log_failure)
         self._tell_listeners(tx.notice)
@@ -803,10 +816,7 @@ class PostgresStore(SqlStore):
             outcomes = {i: (None, error) for i in range(len(batch))}
             retry = []
         for i, (result, error) in outcomes.items():
-            if error is None:
-                batch[i].done.set_result(result)
-            else:
-                batch[i].done.set_exception(error)
+            batch[i].settle_from_thread(result, error)
         for request in retry:
             self._queue_for(request).put(request)
         if notice is not None and notice.says_anything():
