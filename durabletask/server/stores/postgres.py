@@ -522,9 +522,9 @@ class _LeasedEpisode:
 
 
 class _Leases:
-    """The episodes this replica handed out, by lease token, until completed or their lease is over
-    (a completion then reads afresh). Claims and completions run on both the event loop's thread and
-    the writer's."""
+    """The episodes this replica handed out, by lease token, until completed or their lease is over.
+    A completion whose episode is not here (its lease ran out, or it reached another replica) reads
+    afresh. Claims and completions run on both the event loop's thread and the writer's."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -683,9 +683,10 @@ class PostgresStore(SqlStore):
         so does every request of a batch the database refused (a lease that had passed, an instance id
         already taken), as the batch was rolled back.
 
-        Why not all on the writer thread: its hand-offs with the event loop, and the GIL passed
-        between the two threads at every round trip, cost more than the statements (this took
-        hello-cities from 106 to 130 orchestrations/s, with `Pipeline`)."""
+        Why not all on the writer thread: its hand-offs with the event loop, the GIL passed between
+        the two threads at every round trip, a round trip per read and psycopg's cost per statement
+        cost more than the database's work (with 400 hello-cities instances, this took one replica
+        from 104-108 to 139-143 orchestrations/s)."""
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
