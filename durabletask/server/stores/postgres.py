@@ -300,7 +300,6 @@ READ_THREADS = 8
 COUNT_SHARDS = 8
 RETRIES = 10  # attempts for a request that keeps losing deadlocks or insert races
 FALLBACK_POLL_SECONDS = 5.0  # safety net: wake the dispatcher even if no NOTIFY arrived
-CLOSE_CHECK_SECONDS = 0.25  # how soon the listener notices that the store is closing
 NOTIFY_PAYLOAD_BYTES = 7000  # PostgreSQL's limit is 8000
 CONNECT_TIMEOUT_SECONDS = 10
 # Lost a lock-order race with another transaction, or two replicas inserted the same instance id.
@@ -353,7 +352,7 @@ FROM (SELECT LEAST((SELECT MIN(ready_at) FROM instances), (SELECT MIN(ready_at) 
 class _DatabaseClock:
     """The database's clock, read off this process's: lease ends and timers must agree across
     replicas, but asking the database for the time in every batch would cost a round trip each. The
-    listener measures the offset again every CLOCK_SYNC_SECONDS; the time never goes back."""
+    writes measure the offset again every CLOCK_SYNC_SECONDS; the time never goes back."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -608,9 +607,9 @@ class PostgresStore(SqlStore):
         self._queues: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(WRITERS)]
         self._writers = [threading.Thread(target=self._write_loop, args=(q,), name=f"postgres-writer-{i}",
                                           daemon=True) for i, q in enumerate(self._queues)]
-        self._listener = threading.Thread(target=self._listen_loop, name="postgres-listener", daemon=True)
-        for thread in (*self._writers, self._listener):
-            thread.start()
+        self._listening: asyncio.Task | None = None  # `_listen`, once a commit listener is added
+        for writer in self._writers:
+            writer.start()
 
     # -- plumbing -----------------------------------------------------------------------------
     @staticmethod
@@ -637,7 +636,10 @@ class PostgresStore(SqlStore):
         self._own_backends.add(conn.info.backend_pid)
 
     def add_commit_listener(self, listener: Callable[[CommitNotice], None]) -> None:
+        """Also starts hearing other replicas' commits: call it on the event loop."""
         self._listeners.append(listener)
+        if self._listening is None:
+            self._listening = asyncio.get_running_loop().create_task(self._listen())
 
     def _tell_listeners(self, notice: CommitNotice) -> None:
         if not self._closed.is_set():
@@ -701,6 +703,7 @@ class PostgresStore(SqlStore):
             for request in batch:
                 self._write_carefully(request)
             return
+        await self._measure_clock()
         tx = _OptimisticTx(self._clock.now())
         notice, counts, statements, queued = CommitNotice(), Counter(), [], []
         for request in batch:
@@ -763,6 +766,14 @@ class PostgresStore(SqlStore):
             else:
                 self._own_backends.add(self._pipeline.backend_pid)
         return self._pipeline
+
+    async def _measure_clock(self) -> None:
+        """Measure the database clock's offset again when it is due (the two clocks drift apart)."""
+        if time.monotonic() - self._clock.synced_at >= CLOCK_SYNC_SECONDS:
+            try:
+                await self._read(lambda db: self._clock.sync(db.conn))
+            except StoreUnavailable:
+                pass  # the last offset stands meanwhile
 
     @staticmethod
     async def _roll_back(pipeline: Pipeline) -> None:
@@ -939,32 +950,51 @@ class PostgresStore(SqlStore):
             tx.run("SELECT pg_notify(%s, %s)", self._channel,
                    json.dumps({"work_ready": notice.work_ready, "wake_at": notice.wake_at, "status_changed": chunk}))
 
-    def _listen_loop(self) -> None:
-        """Turn other replicas' NOTIFYs into commit notices, and keep the database clock's offset up to
-        date; reconnect when the connection drops."""
+    async def _listen(self) -> None:
+        """Turn other replicas' NOTIFYs into commit notices, on the event loop (as a thread, it would
+        take the GIL from the loop at each of this replica's own NOTIFYs, which it receives too);
+        reconnect when the connection drops. Every FALLBACK_POLL_SECONDS, a notice says that work
+        may be ready anyway: the safety net, should a notification be lost."""
+        loop = asyncio.get_running_loop()
         while not self._closed.is_set():
             try:
-                with psycopg.connect(self._conninfo, autocommit=True,
-                                     connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
-                    self._tell_listeners(CommitNotice(work_ready=True))  # whatever happened while deaf
-                    next_poll = time.monotonic() + FALLBACK_POLL_SECONDS
-                    while not self._closed.is_set():
-                        for notify in conn.notifies(timeout=CLOSE_CHECK_SECONDS):
-                            if notify.pid not in self._own_backends:
-                                message = json.loads(notify.payload)
-                                self._tell_listeners(CommitNotice(message["work_ready"],
-                                                                  set(message["status_changed"]),
-                                                                  message.get("wake_at")))
-                        if time.monotonic() >= next_poll:  # the safety net, should a notification be lost
-                            self._tell_listeners(CommitNotice(work_ready=True))
-                            next_poll = time.monotonic() + FALLBACK_POLL_SECONDS
-                        if time.monotonic() - self._clock.synced_at >= CLOCK_SYNC_SECONDS:
-                            self._clock.sync(conn)
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True,
+                                                             connect_timeout=CONNECT_TIMEOUT_SECONDS)
+            except psycopg.Error as error:
+                log.warning("cannot LISTEN on the PostgreSQL store (%s); trying again", _reason(error))
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                lost = loop.create_future()
+                loop.add_reader(conn.pgconn.socket, self._hear, conn.pgconn, lost)
+                try:
+                    while not lost.done():
+                        self._tell_listeners(CommitNotice(work_ready=True))  # whatever happened while deaf
+                        await asyncio.wait([lost], timeout=FALLBACK_POLL_SECONDS)
+                finally:
+                    loop.remove_reader(conn.pgconn.socket)
+                raise lost.result()
             except psycopg.Error as error:
                 if not self._closed.is_set():
                     log.warning("lost the PostgreSQL LISTEN connection (%s); reconnecting", error)
-                    self._closed.wait(1.0)
+                    await asyncio.sleep(1.0)
+            finally:
+                await conn.close()
+
+    def _hear(self, pgconn: psycopg.pq.abc.PGconn, lost: asyncio.Future) -> None:
+        """The LISTEN connection is readable: hand over what other replicas NOTIFYed."""
+        try:
+            pgconn.consume_input()
+        except psycopg.OperationalError as error:
+            if not lost.done():
+                lost.set_result(error)
+            return
+        while (notify := pgconn.notifies()) is not None:
+            if notify.be_pid not in self._own_backends:
+                message = json.loads(notify.extra)
+                self._tell_listeners(CommitNotice(message["work_ready"], set(message["status_changed"]),
+                                                  message.get("wake_at")))
 
     def close(self) -> None:
         if self._closed.is_set():
@@ -976,7 +1006,8 @@ class PostgresStore(SqlStore):
         for writer in self._writers:
             writer.join()
         self._closed.set()
-        self._listener.join()
+        if self._listening is not None and not self._listening.get_loop().is_closed():
+            self._listening.cancel()
         self._read_pool.shutdown()
         self._pool.close()
 
