@@ -302,6 +302,9 @@ RETRIES = 10  # attempts for a request that keeps losing deadlocks or insert rac
 FALLBACK_POLL_SECONDS = 5.0  # safety net: wake the dispatcher even if no NOTIFY arrived
 NOTIFY_PAYLOAD_BYTES = 7000  # PostgreSQL's limit is 8000
 CONNECT_TIMEOUT_SECONDS = 10
+# For a transaction of claims and renewals alone, whose commit need not wait for the disk: if the
+# database loses them, the work is simply claimed again, and the lost lease's token is refused.
+NOT_DURABLE = "SELECT set_config('synchronous_commit', 'off', true)"
 # Lost a lock-order race with another transaction, or two replicas inserted the same instance id.
 RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure, psycopg.errors.UniqueViolation)
 
@@ -677,8 +680,9 @@ class PostgresStore(SqlStore):
     # -- optimistic batches, on the event loop -------------------------------------------------
     async def _run_optimistically(self) -> None:
         """Write batches on the event loop, one at a time, each of the requests that arrived while the
-        one before ran. A batch is optimistic: its statements go out together with the commit, in one
-        round trip, and none of its rows is read before the commit. That holds for the hot paths:
+        one before ran. A batch is optimistic: its statements go out together, as one transaction that
+        the sync point after them commits (`Pipeline.send`), in one round trip, and none of its rows
+        is read before the commit. That holds for the hot paths:
         starts, claims, renewals, completions (an episode's completion plans from what its claim read,
         `_LeasedEpisode`, and the database checks that this still holds). A request that has to read
         first (a message to another instance, a terminate, ...) goes to the careful writer instead;
@@ -724,10 +728,9 @@ class PostgresStore(SqlStore):
         self._apply_counts(tx, counts)
         self._publish(tx, settle=durable)  # what the batch made ready is known only once it has run
         tx.sealed = True
-        statements[:0] = [pipeline.statement("BEGIN")] if durable else \
-            [pipeline.statement("BEGIN"), pipeline.statement("SET LOCAL synchronous_commit = off")]
+        if not durable:
+            statements.insert(0, pipeline.statement(NOT_DURABLE))
         statements += [pipeline.statement(*statement) for statement in tx.statements]
-        statements.append(pipeline.statement("COMMIT"))
         try:
             await pipeline.send(statements)
         except psycopg.Error as error:
@@ -737,7 +740,6 @@ class PostgresStore(SqlStore):
                     request.settle(error=_unavailable(error))
                 return
             log.debug("optimistic batch refused, running it carefully: %s", error)
-            await self._roll_back(pipeline)
             for request, _ in queued:
                 self._write_carefully(request)
             return
@@ -774,13 +776,6 @@ class PostgresStore(SqlStore):
                 await self._read(lambda db: self._clock.sync(db.conn))
             except StoreUnavailable:
                 pass  # the last offset stands meanwhile
-
-    @staticmethod
-    async def _roll_back(pipeline: Pipeline) -> None:
-        try:
-            await pipeline.send([pipeline.statement("ROLLBACK")])
-        except psycopg.Error:
-            pass  # a lost connection rolls back too
 
     @staticmethod
     def _run_statements(tx: _Tx | _OptimisticTx, statements: list[tuple]) -> None:
@@ -898,9 +893,7 @@ class PostgresStore(SqlStore):
     def _begin(self, conn: psycopg.Connection, batch: list[_Request]) -> _Tx:
         conn.execute("BEGIN")
         if not any(request.durable for request in batch):
-            # Claims and renewals alone need not wait for the disk: if the database loses them, the
-            # work is simply claimed again, and the lost lease's token is refused (fencing).
-            conn.execute("SET LOCAL synchronous_commit = off")
+            conn.execute(NOT_DURABLE)
         return _Tx(conn, self._clock.now())
 
     def _end(self, tx: _Tx, counts: Counter) -> None:

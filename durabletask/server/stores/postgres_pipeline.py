@@ -91,9 +91,10 @@ class Pipeline:
         return Statement(numbered(query), values, on_rows)
 
     def send(self, statements: list[Statement]) -> asyncio.Future:
-        """Send the statements, then a sync point. The future resolves once they have all run, or
-        fails with the first database error among them (in a transaction, which that leaves aborted:
-        send ROLLBACK), or with the OperationalError that lost the connection (`broken`)."""
+        """Send the statements, then a sync point: unless they BEGIN a transaction of their own, they
+        run as one, committed at the sync point, or rolled back whole if one of them fails. The future
+        resolves once they have all run, or fails with the first database error among them, or with
+        the OperationalError that lost the connection (`broken`: whether they committed is unknown)."""
         future = self.loop.create_future()
         if self.broken is not None:
             future.set_exception(self.broken)
