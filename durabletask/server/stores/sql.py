@@ -31,6 +31,7 @@ UNCLAIMABLE = (*TERMINAL, pb.ORCHESTRATION_STATUS_SUSPENDED)
 UNCLAIMABLE_SQL = ", ".join(map(str, UNCLAIMABLE))
 INSTANCE_COLUMNS = ("instance_id, execution_id, name, version, status, created_at, updated_at, completed_at, "
                     "scheduled_start, input, output, custom_status, failure_details, parent_instance_id, tags")
+GET_INSTANCE = f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = %s"
 STALE_TOKEN = ("The completion token is unknown or its lease has passed to another worker; "
                "the result was not applied.")
 
@@ -336,7 +337,7 @@ class SqlStore(Store):
 
     @staticmethod
     def _get_instance(db: Sql, instance_id: str, include_payloads: bool) -> InstanceState | None:
-        row = db.one(f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = %s", instance_id)
+        row = db.one(GET_INSTANCE, instance_id)
         return None if row is None else instance_state(row, include_payloads)
 
     async def get_history(self, instance_id: str) -> list[pb.HistoryEvent]:
