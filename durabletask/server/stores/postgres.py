@@ -260,7 +260,7 @@ MIGRATIONS: tuple[str, ...] = (
         RETURN FALSE;
     END $$;
     """,
-    # 3: for completions committed without reading first (PostgresStore._run_optimistically), which must
+    # 3: for completions committed without reading first (PostgresStore._next_batch), which must
     # fail the whole transaction when what they assumed does not hold.
     """
     -- Raise unless p_ok: the batch is rolled back, and runs again reading before it writes.
@@ -481,7 +481,7 @@ class _Unread:
 
 @dataclass
 class _OptimisticTx:
-    """One optimistic write transaction (see `PostgresStore._run_optimistically`): a step's statements
+    """One optimistic write transaction (see `PostgresStore._next_batch`): a step's statements
     are only collected, to be sent together, and their rows handed over once they have all run."""
     now: float
     notice: CommitNotice = field(default_factory=CommitNotice)
@@ -599,7 +599,8 @@ class PostgresStore(SqlStore):
         self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
         self._read_pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="postgres-reader")
         self._waiting: list[_Request] = []  # for the next optimistic batch
-        self._optimist: asyncio.Task | None = None  # runs them (`_run_optimistically`)
+        self._writing: asyncio.Task | None = None  # the optimistic batch running (`_next_batch`)
+        self._batch_due = False  # `_next_batch` is scheduled
         self._pipeline: Pipeline | None = None
         self._pipeline_retry_at = -math.inf
         self._leases = _Leases()
@@ -655,8 +656,9 @@ class PostgresStore(SqlStore):
         loop = asyncio.get_running_loop()
         request = _Request(fn, args, lock_key, durable, loop.create_future())
         self._waiting.append(request)
-        if self._optimist is None:
-            self._optimist = loop.create_task(self._run_optimistically())
+        if self._writing is None and not self._batch_due:
+            self._batch_due = True
+            loop.call_soon(self._next_batch)
         return request.done
 
     def _write_carefully(self, request: _Request) -> None:
@@ -678,11 +680,11 @@ class PostgresStore(SqlStore):
             raise _unavailable(error) from None
 
     # -- optimistic batches, on the event loop -------------------------------------------------
-    async def _run_optimistically(self) -> None:
-        """Write batches on the event loop, one at a time, each of the requests that arrived while the
-        one before ran. A batch is optimistic: its statements go out together, as one transaction that
-        the sync point after them commits (`Pipeline.send`), in one round trip, and none of its rows
-        is read before the commit. That holds for the hot paths:
+    def _next_batch(self) -> None:
+        """Start an optimistic batch of the requests waiting, on the event loop; one at a time, each of
+        the requests that arrived while the one before ran. A batch is optimistic: its statements go
+        out together, as one transaction that the sync point after them commits (`Pipeline.send`), in
+        one round trip, and none of its rows is read before the commit. That holds for the hot paths:
         starts, claims, renewals, completions (an episode's completion plans from what its claim read,
         `_LeasedEpisode`, and the database checks that this still holds). A request that has to read
         first (a message to another instance, a terminate, ...) goes to the careful writer instead;
@@ -693,13 +695,20 @@ class PostgresStore(SqlStore):
         the two threads at every round trip, a round trip per read and psycopg's cost per statement
         cost more than the database's work (with 400 hello-cities instances, this took one replica
         from 104-108 to 139-143 orchestrations/s)."""
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-                if batch := _still_wanted(batch):
-                    await self._run_pipelined(batch)
-        finally:
-            self._optimist = None
+        self._batch_due = False
+        while self._waiting and self._writing is None:
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            if batch := _still_wanted(batch):
+                self._writing = asyncio.get_running_loop().create_task(self._run_pipelined(batch))
+                self._writing.add_done_callback(self._batch_done)
+
+    def _batch_done(self, batch: asyncio.Task) -> None:
+        # A done callback runs after the callers of the batch have resumed, so their replies go out
+        # before the next batch is built, and what they ask next joins it (hello-cities: +6%).
+        self._writing = None
+        if not batch.cancelled() and batch.exception() is not None:
+            log.error("an optimistic batch failed", exc_info=batch.exception())
+        self._next_batch()
 
     async def _run_pipelined(self, batch: list[_Request]) -> None:
         pipeline = await self._open_pipeline()
