@@ -703,12 +703,15 @@ class PostgresStore(SqlStore):
                 self._writing.add_done_callback(self._batch_done)
 
     def _batch_done(self, batch: asyncio.Task) -> None:
-        # A done callback runs after the callers of the batch have resumed, so their replies go out
-        # before the next batch is built, and what they ask next joins it (hello-cities: +6%).
+        # The next batch starts a loop round after this one's callers have resumed: their replies go
+        # out first, and what they ask next, or wake up (a claim), joins it. Measured in alternating
+        # pairs: hello-cities +6%, fan-out-fan-in about +4%.
         self._writing = None
         if not batch.cancelled() and batch.exception() is not None:
             log.error("an optimistic batch failed", exc_info=batch.exception())
-        self._next_batch()
+        if self._waiting and not self._batch_due:
+            self._batch_due = True
+            asyncio.get_running_loop().call_soon(self._next_batch)
 
     async def _run_pipelined(self, batch: list[_Request]) -> None:
         pipeline = await self._open_pipeline()
