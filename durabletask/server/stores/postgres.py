@@ -5,9 +5,9 @@ The SQLite store's twin: the same tables, the same semantics (both pass
 what several replicas at once require:
 
 - Writes are batched: the requests that arrive together share one transaction and one commit
-  (group commit). A batch is first tried optimistically, on the event loop: every statement goes
-  out at once with the commit, over one connection in pipeline mode (`postgres_pipeline`), and no
-  row is read before the commit. The hot paths fit that: starts, claims, renewals, completions (an
+  (group commit). A batch is first tried optimistically, on the event loop: its statements go out
+  at once over one connection in pipeline mode (`postgres_pipeline`), the sync point after them
+  commits them, and no row is read before that. The hot paths fit that: starts, claims, renewals, completions (an
   episode's completion plans from what its claim read, and the database checks that this still
   holds). A request that must read first (a message to another instance, a terminate, ...), and
   every request of an optimistic batch the database refused, run carefully instead: on a writer
@@ -60,10 +60,10 @@ from durabletask.internal.versions import compare_versions
 from durabletask.server import episodes
 from durabletask.server.episodes import event
 from durabletask.server.stores import safe_url
-from durabletask.server.stores.postgres_pipeline import Pipeline
 from durabletask.server.stores.base import (
     RESULT_BATCH_SECONDS, TERMINAL_STATUSES, ClaimRequest, ClaimResult, CommitNotice, InstanceState, NameFilter,
     NewInstance, StaleToken, StoreUnavailable, StoreUrlError, Unstorable, WorkFilters, WorkItem, activity_row_id)
+from durabletask.server.stores.postgres_pipeline import Pipeline
 from durabletask.server.stores.sql import (
     GET_INSTANCE, INSTANCE_COLUMNS, NEXT_READY_AT, STALE_TOKEN, SqlStore, earliest, history_bytes, instance_of, instance_state)
 
@@ -537,7 +537,7 @@ class _Leases:
             self._by_token[token] = episode
             # Kept in claim order, so the first lease is the first to end (a renewed one is dropped
             # early: its completion reads afresh).
-            while next(iter(self._by_token.values())).lease_end < now:
+            while self._by_token and next(iter(self._by_token.values())).lease_end < now:
                 del self._by_token[next(iter(self._by_token))]
 
     def take(self, token: str) -> _LeasedEpisode | None:
