@@ -156,11 +156,18 @@ def test_store_urls_name_their_problem_in_one_sentence(database):
 
 
 def test_synchronous_commit_off_is_an_explicit_opt_in(database):
+    async def on_the_pipeline(store, instance_id: str) -> list[tuple]:
+        await store.create_instance(NewInstance(instance_id, "workflow"))  # opens the pipeline
+        rows: list[tuple] = []
+        await store._pipeline.send([store._pipeline.statement("SHOW synchronous_commit", (), rows.extend)])
+        return rows
+
     for url, expected in ((database, "on"), (database + "?synchronous_commit=off", "off")):
         store = open_store(url)
         try:
             with store._pool.connection() as conn:
                 assert conn.execute("SHOW synchronous_commit").fetchone() == (expected,)
+            assert asyncio.run(on_the_pipeline(store, f"synchronous-{expected}")) == [(expected,)]
         finally:
             store.close()
 

@@ -151,7 +151,10 @@ class Pipeline:
         if kind == "sync":
             failure, self._failure = self._failure, None
             if not what.done():
-                what.set_exception(failure) if failure is not None else what.set_result(None)
+                if failure is None:
+                    what.set_result(None)
+                else:
+                    what.set_exception(failure)
         elif kind == "prepare":
             if result.status != pq.ExecStatus.COMMAND_OK:  # not prepared: prepare it again next time
                 self._prepared.pop(what, None)
