@@ -107,8 +107,8 @@ def describe_security(tls: ServerTls | None, tokens_required: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # The event loop hands work to other threads and takes it back at every step (gRPC's poller, the
-    # store's readers, PostgreSQL's writer); a shorter GIL switch interval (default 5 ms) shortens the
+    # The event loop hands work to other threads and takes it back (gRPC's poller, the store's
+    # readers, PostgreSQL's careful writer); a shorter GIL switch interval (default 5 ms) shortens the
     # wait at each hand-off.
     sys.setswitchinterval(0.0005)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -229,9 +229,9 @@ class Store(abc.ABC):
     """Persists instances, their history and inbox, and the activity queue."""
 
     def add_commit_listener(self, listener: Callable[[CommitNotice], None]) -> None:
-        """`listener` is called after each commit, on the thread that committed: the event loop's for
-        SQLite and for PostgreSQL's optimistic batches, a writer thread for its careful ones (and its
-        listener thread for other replicas' commits)."""
+        """`listener` is called after each commit: on the event loop's thread for SQLite, and for
+        PostgreSQL's optimistic batches and other replicas' commits; on a writer thread for
+        PostgreSQL's careful batches."""
 
     def hold_exclusively(self) -> None:
         """Make this process the only server of the store, for a store that can have only one

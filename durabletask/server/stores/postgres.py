@@ -1252,12 +1252,13 @@ class PostgresStore(SqlStore):
             outcome = event(tx.now, taskCompleted=pb.TaskCompletedEvent(
                 taskScheduledId=task_id, result=response.result if response.HasField("result") else None))
 
+        complete = "durabletask_complete_activity(%s, %s, %s, %s, %s, %s, %s)"
+        args = (activity_row_id(token), token, response.instanceId, task_id, outcome.SerializeToString(), tx.now,
+                RESULT_BATCH_SECONDS)
         if tx.optimistic:
             tx.then(lambda row: _note_work_ready(tx, row[1]),
                     "SELECT durabletask_expect(taken_task_id = %s, 'the activity lease has passed, or its task id "
-                    "differs'), work_ready FROM durabletask_complete_activity(%s, %s, %s, %s, %s, %s, %s)",
-                    task_id, activity_row_id(token), token, response.instanceId, task_id, outcome.SerializeToString(),
-                    tx.now, RESULT_BATCH_SECONDS)
+                    "differs'), work_ready FROM " + complete, task_id, *args)
             return
 
         def on_row(row: tuple) -> None:
@@ -1268,9 +1269,7 @@ class PostgresStore(SqlStore):
                 self._complete_activity(tx, token, response, taken_task_id)
             _note_work_ready(tx, work_ready)
 
-        tx.then(on_row, "SELECT * FROM durabletask_complete_activity(%s, %s, %s, %s, %s, %s, %s)",
-                activity_row_id(token), token, response.instanceId, task_id, outcome.SerializeToString(), tx.now,
-                RESULT_BATCH_SECONDS)
+        tx.then(on_row, "SELECT * FROM " + complete, *args)
 
     def _create_instance(self, tx: _Tx | _OptimisticTx, new: NewInstance, replaceable: tuple[int, ...]) -> str:
         if tx.optimistic and not replaceable:  # an id already taken fails the batch, which then runs carefully

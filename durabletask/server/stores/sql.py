@@ -16,7 +16,7 @@ import asyncio
 import json
 import uuid
 from collections import Counter
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.server import episodes
@@ -105,10 +105,6 @@ class SqlStore(Store):
     def _read(self, fn: Callable, *args) -> asyncio.Future:
         """Run `fn(db, *args)` on a read connection."""
 
-    def _read_row(self, fn: Callable, *args) -> Awaitable:
-        """Run `fn(db, *args)`, a read of one row by its key, on a read connection. A store whose reads
-        take microseconds may run it on the spot, where the hand-off to a read thread would cost more."""
-        return self._read(fn, *args)
 
     @abc.abstractmethod
     def _enqueue(self, tx: SqlTx, instance_id: str, ev: pb.HistoryEvent, execution_id: str | None,
@@ -333,7 +329,7 @@ class SqlStore(Store):
         return self._insert_instance(tx, new)
 
     async def get_instance(self, instance_id: str, include_payloads: bool = True) -> InstanceState | None:
-        return await self._read_row(self._get_instance, instance_id, include_payloads)
+        return await self._read(self._get_instance, instance_id, include_payloads)
 
     @staticmethod
     def _get_instance(db: Sql, instance_id: str, include_payloads: bool) -> InstanceState | None:
