@@ -159,7 +159,7 @@ def test_synchronous_commit_off_is_an_explicit_opt_in(database):
     async def on_the_pipeline(store, instance_id: str) -> list[tuple]:
         await store.create_instance(NewInstance(instance_id, "workflow"))  # opens the pipeline
         rows: list[tuple] = []
-        await store._pipeline.send([store._pipeline.statement("SHOW synchronous_commit", (), rows.extend)])
+        await store._pipeline.run([store._pipeline.statement("SHOW synchronous_commit", (), rows.extend)])
         return rows
 
     for url, expected in ((database, "on"), (database + "?synchronous_commit=off", "off")):

@@ -294,8 +294,9 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
                 if reached(state.status):
                     return pb.GetInstanceResponse(exists=True, orchestrationState=to_orchestration_state(state))
                 try:
-                    await asyncio.wait_for(changed.wait(), context.time_remaining())
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(context.time_remaining()):
+                        await changed.wait()
+                except TimeoutError:
                     await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                                         f"Instance '{request.instanceId}' did not {what} before the deadline.")
         finally:
@@ -415,9 +416,10 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
                 try:  # items already queued go out without the cost of a timeout
                     item = stream.outbox.get_nowait()
                 except asyncio.QueueEmpty:
-                    try:
-                        item = await asyncio.wait_for(stream.outbox.get(), HEALTH_PING_SECONDS)
-                    except asyncio.TimeoutError:
+                    try:  # (a timeout, not wait_for: that would run every wait as a task of its own)
+                        async with asyncio.timeout(HEALTH_PING_SECONDS):
+                            item = await stream.outbox.get()
+                    except TimeoutError:
                         item = pb.WorkItem(healthPing=pb.HealthPing())
                 if item is END_OF_STREAM:
                     return

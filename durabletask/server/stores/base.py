@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Awaitable, Callable
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 
@@ -302,14 +302,16 @@ class Store(abc.ABC):
     # A completion may carry a `refill` claim, for the worker that frees a slot by completing: it runs
     # in the completion's own transaction, after it (so the work the completion made ready can be
     # claimed at once), and is undone with a completion that fails. Its result is returned.
+    # A completion returns an awaitable, a coroutine or a future: the server runs a coroutine as a
+    # task (it must finish even if the worker hangs up), while a future needs none.
     @abc.abstractmethod
-    async def complete_orchestration(self, token: str, response: pb.OrchestratorResponse,
-                                     refill: ClaimRequest | None = None) -> ClaimResult | None:
+    def complete_orchestration(self, token: str, response: pb.OrchestratorResponse,
+                               refill: ClaimRequest | None = None) -> Awaitable[ClaimResult | None]:
         """Apply one episode's actions atomically; StaleToken if the lease was lost."""
 
     @abc.abstractmethod
-    async def complete_activity(self, token: str, response: pb.ActivityResponse,
-                                refill: ClaimRequest | None = None) -> ClaimResult | None:
+    def complete_activity(self, token: str, response: pb.ActivityResponse,
+                          refill: ClaimRequest | None = None) -> Awaitable[ClaimResult | None]:
         """Deliver the activity's result to its orchestration's inbox; StaleToken if the lease was lost."""
 
     @abc.abstractmethod

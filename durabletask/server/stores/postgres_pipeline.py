@@ -53,8 +53,8 @@ class Statement(NamedTuple):
 
 
 class Pipeline:
-    """Use `await Pipeline.connect(...)`, then `send` statements made by `statement`. Only the event
-    loop it was connected on may use it."""
+    """Use `await Pipeline.connect(...)`, then `send` (or `run`) statements made by `statement`. Only
+    the event loop it was connected on may use it."""
 
     def __init__(self, connection: psycopg.AsyncConnection, loop: asyncio.AbstractEventLoop):
         self.loop = loop
@@ -67,7 +67,7 @@ class Pipeline:
         self._loader = Transformer(connection)
         self._prepared: dict[bytes, bytes] = {}  # query -> name of its prepared statement
         self._names = itertools.count()
-        # What the results to come answer, in order: ("prepare", query), ("statement", on_rows), ("sync", future).
+        # What the results to come answer, in order: ("prepare", query), ("statement", on_rows), ("sync", on_done).
         self._expected: collections.deque = collections.deque()
         self._failure: Exception | None = None  # the first error since the last sync point
         self._pg.nonblocking = 1
@@ -90,15 +90,16 @@ class Pipeline:
         values = self._dumper.dump_sequence(params, [PyFormat.TEXT] * len(params)) if params else None
         return Statement(numbered(query), values, on_rows)
 
-    def send(self, statements: list[Statement]) -> asyncio.Future:
+    def send(self, statements: list[Statement], on_done: Callable[[Exception | None], None]) -> None:
         """Send the statements, then a sync point: unless they BEGIN a transaction of their own, they
-        run as one, committed at the sync point, or rolled back whole if one of them fails. The future
-        resolves once they have all run, or fails with the first database error among them, or with
-        the OperationalError that lost the connection (`broken`: whether they committed is unknown)."""
-        future = self.loop.create_future()
+        run as one, committed at the sync point, or rolled back whole if one of them fails. `on_done`
+        is called (on the event loop, as soon as the sync point's result is read, or at once if the
+        connection is already lost) with None once they have all run, with the first database error
+        among them, or with the OperationalError that lost the connection (`broken`: whether they
+        committed is unknown). It must not raise."""
         if self.broken is not None:
-            future.set_exception(self.broken)
-            return future
+            _call(on_done, self.broken)
+            return
         try:
             for query, values, on_rows in statements:
                 name = self._prepared.get(query)
@@ -111,11 +112,22 @@ class Pipeline:
             self._pg.pipeline_sync()
         except psycopg.OperationalError as error:
             self._lose(error)
-            future.set_exception(error)
-            return future
-        self._expected.append(("sync", future))
+            _call(on_done, error)
+            return
+        self._expected.append(("sync", on_done))
         self._flush()
-        return future
+
+    async def run(self, statements: list[Statement]) -> None:
+        """`send`, awaited: raises what `on_done` would be given."""
+        outcome = self.loop.create_future()
+
+        def settle(error: Exception | None) -> None:
+            if not outcome.done():  # (the caller may have been cancelled)
+                outcome.set_result(error)
+
+        self.send(statements, settle)
+        if (error := await outcome) is not None:
+            raise error
 
     def close(self) -> None:
         if self.broken is None:
@@ -150,11 +162,7 @@ class Pipeline:
         kind, what = self._expected.popleft()
         if kind == "sync":
             failure, self._failure = self._failure, None
-            if not what.done():
-                if failure is None:
-                    what.set_result(None)
-                else:
-                    what.set_exception(failure)
+            _call(what, failure)
         elif kind == "prepare":
             if result.status != pq.ExecStatus.COMMAND_OK:  # not prepared: prepare it again next time
                 self._prepared.pop(what, None)
@@ -180,5 +188,12 @@ class Pipeline:
         self.loop.remove_writer(self._socket)
         while self._expected:
             kind, what = self._expected.popleft()
-            if kind == "sync" and not what.done():
-                what.set_exception(error)
+            if kind == "sync":
+                _call(what, error)
+
+
+def _call(on_done: Callable[[Exception | None], None], error: Exception | None) -> None:
+    try:
+        on_done(error)
+    except Exception:  # a bug: what the database did stands, and the pipeline goes on
+        log.exception("a handler of a sync point's outcome failed")
