@@ -172,7 +172,7 @@ def test_synchronous_commit_off_is_an_explicit_opt_in(database):
             store.close()
 
 
-def test_the_functions_of_migration_2_know_the_statuses_as_the_server_does():
+def test_the_functions_of_migrations_2_and_4_know_the_statuses_as_the_server_does():
     # Released migrations are never edited, so their SQL spells statuses as numbers: should the
     # protocol's numbering or the server's idea of finished/unclaimable change, a new migration is due.
     assert TERMINAL == (pb.ORCHESTRATION_STATUS_COMPLETED, pb.ORCHESTRATION_STATUS_FAILED,
@@ -181,6 +181,9 @@ def test_the_functions_of_migration_2_know_the_statuses_as_the_server_does():
     assert pb.ORCHESTRATION_STATUS_PENDING == 6
     functions = MIGRATIONS[1]
     assert functions.count("(1, 3, 5, 7)") == 3 and "NOT IN (1, 3, 5)" in functions and "v_status = 6" in functions
+    replaced = MIGRATIONS[3]
+    assert replaced.count("(1, 3, 5, 7)") == 2 and "status IN (1, 3, 5)" in replaced and "status = 6" in replaced \
+        and "status <> 7" in replaced
 
 
 def test_the_batch_clock_follows_the_database_clock_and_never_goes_back(database):

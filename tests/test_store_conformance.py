@@ -11,8 +11,8 @@ import pytest
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.server.stores.base import (
-    ACCEPT_ALL, ClaimRequest, InstanceExists, InstanceNotFound, InstanceQuery, NameFilter, NewInstance, PurgeFilter,
-    StaleToken, StoreError, WorkFilters, WrongState)
+    ACCEPT_ALL, RESULT_BATCH_SECONDS, ClaimRequest, InstanceExists, InstanceNotFound, InstanceQuery, NameFilter,
+    NewInstance, PurgeFilter, StaleToken, StoreError, WorkFilters, WrongState)
 from durabletask.server.stores.postgres import PostgresStore
 from durabletask.server.stores.sqlite import SqliteStore
 from tests.support.hub import (
@@ -131,6 +131,30 @@ async def test_an_activity_result_is_filed_under_the_task_its_token_names(store)
     item = await claim_one(store)
     assert kinds(item.request.newEvents) == ["orchestratorStarted", "taskCompleted"]
     assert item.request.newEvents[1].taskCompleted.taskScheduledId == 1
+
+
+@run_async
+async def test_a_fan_outs_results_wait_briefly_for_each_other_and_the_last_result_ends_the_wait(store):
+    """While some of its activities are still due, a result makes its instance ready only
+    RESULT_BATCH_SECONDS later, so that one episode (one replay) takes in a burst of results; the last
+    result due makes it ready at once."""
+    await start(store, "a")
+    item = await claim_one(store)
+    await store.complete_orchestration(item.token, episode("a", item.token, *(schedule(i, "step") for i in (1, 2, 3))))
+    first, second, third = (await store.claim(0, 10, ACCEPT_ALL, LEASE)).activities
+    held_since = time.monotonic()
+    for activity in (first, second):
+        await store.complete_activity(activity.token, activity_result(activity.request, activity.token, '"r"'))
+    claimed = await store.claim(10, 0, ACCEPT_ALL, LEASE)
+    if time.monotonic() - held_since < RESULT_BATCH_SECONDS / 2:  # (a stall of this machine would end the wait)
+        assert not claimed.orchestrations
+    item = claimed.orchestrations[0] if claimed.orchestrations else (await wait_claimable(store)).orchestrations[0]
+    assert kinds(item.request.newEvents) == ["orchestratorStarted", "taskCompleted", "taskCompleted"]
+    await store.complete_orchestration(item.token, episode("a", item.token))
+
+    await store.complete_activity(third.token, activity_result(third.request, third.token, '"r"'))
+    item = await claim_one(store)
+    assert kinds(item.request.newEvents) == ["orchestratorStarted", "taskCompleted"]
 
 
 @run_async

@@ -288,6 +288,105 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM inbox WHERE instance_id = p_instance AND seq = ANY(p_seqs);
     END $$;
     """,
+    # 4: fewer row versions of an instance per completion (each UPDATE writes one, and one of a
+    # fan-out's instance per activity result made its index scans and the database's work grow):
+    # an activity result updates the instance only when it makes it ready sooner, and an episode's
+    # commit computes the next ready time in the same UPDATE that releases the lease.
+    """
+    CREATE OR REPLACE FUNCTION durabletask_complete_activity(
+        p_id BIGINT, p_token TEXT, p_instance TEXT, p_task_id INTEGER, p_outcome BYTEA,
+        p_now DOUBLE PRECISION, p_hold DOUBLE PRECISION, OUT taken_task_id INTEGER, OUT work_ready BOOLEAN)
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        v_instance TEXT;
+        v_activity_execution_id TEXT;
+        v_row RECORD;
+        v_at DOUBLE PRECISION;
+        v_next DOUBLE PRECISION;
+    BEGIN
+        work_ready := FALSE;
+        SELECT instance_id, status, execution_id, scheduled_start, lease_token, blocked_until, ready_at INTO v_row
+        FROM instances WHERE instance_id = p_instance FOR UPDATE;
+        SELECT instance_id, execution_id, task_id INTO v_instance, v_activity_execution_id, taken_task_id
+        FROM activities WHERE id = p_id AND lease_token = p_token;
+        IF taken_task_id IS NULL OR taken_task_id <> p_task_id THEN
+            RETURN;
+        END IF;
+        DELETE FROM activities WHERE id = p_id;
+        IF v_instance <> p_instance THEN
+            SELECT instance_id, status, execution_id, scheduled_start, lease_token, blocked_until, ready_at INTO v_row
+            FROM instances WHERE instance_id = v_instance FOR UPDATE;
+        END IF;
+        IF v_row.instance_id IS NULL THEN
+            RETURN;
+        END IF;
+        IF v_row.status IN (1, 3, 5)
+           OR (v_activity_execution_id <> '' AND v_activity_execution_id <> v_row.execution_id) THEN
+            work_ready := durabletask_refresh_ready(v_instance, p_now, p_hold);
+            RETURN;
+        END IF;
+        v_at := CASE WHEN v_row.status = 6 THEN GREATEST(p_now, COALESCE(v_row.scheduled_start, 0)) ELSE p_now END;
+        INSERT INTO inbox (instance_id, execution_id, visible_at, event)
+        VALUES (v_instance, v_activity_execution_id, v_at, p_outcome);
+        IF NOT EXISTS (SELECT 1 FROM activities WHERE instance_id = v_instance) THEN
+            -- The last one: the instance no longer waits for more results (the hold ends).
+            work_ready := durabletask_refresh_ready(v_instance, p_now, p_hold);
+        ELSIF v_row.status <> 7 AND (v_row.lease_token IS NULL OR v_row.blocked_until <= p_now) THEN
+            -- The hold stands, so the new event can only make the instance ready sooner:
+            -- durabletask_refresh_ready's time, without reading the whole inbox.
+            v_next := GREATEST(v_at + p_hold, COALESCE(v_row.blocked_until, 0));
+            IF v_row.ready_at IS NULL OR v_row.ready_at > v_next THEN
+                UPDATE instances SET ready_at = v_next WHERE instance_id = v_instance;
+            END IF;
+            work_ready := TRUE;
+        END IF;  -- else suspended, or leased: resuming it, or committing its episode, reads the inbox
+    END $$;
+
+    CREATE OR REPLACE FUNCTION durabletask_commit_episode(
+        p_instance TEXT, p_execution_id TEXT, p_history BYTEA, p_status INTEGER, p_output TEXT,
+        p_failure_details BYTEA, p_custom_status TEXT, p_finished BOOLEAN, p_task_ids INTEGER[],
+        p_names TEXT[], p_versions TEXT[], p_requests BYTEA[], p_timer_at DOUBLE PRECISION[],
+        p_timers BYTEA[], p_refresh BOOLEAN, p_now DOUBLE PRECISION, p_hold DOUBLE PRECISION)
+    RETURNS BOOLEAN
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        v_episode INTEGER;
+        v_claimable BOOLEAN;
+    BEGIN
+        -- With the lease released, durabletask_refresh_ready's time is the first event's (the inbox's
+        -- or a new timer's), later by the hold while activities are due (new ones or older).
+        UPDATE instances SET episodes = episodes + 1, status = p_status, output = p_output,
+            failure_details = p_failure_details, custom_status = p_custom_status, updated_at = p_now,
+            completed_at = CASE WHEN p_finished THEN p_now END, lease_token = NULL, blocked_until = NULL,
+            ready_at = CASE WHEN NOT p_refresh THEN ready_at
+                            WHEN p_status IN (1, 3, 5, 7) THEN NULL
+                            ELSE next_event.at + next_event.hold END
+        FROM (SELECT LEAST((SELECT MIN(visible_at) FROM inbox WHERE instance_id = p_instance),
+                           (SELECT MIN(t) FROM unnest(p_timer_at) AS t)) AS at,
+                     CASE WHEN cardinality(p_task_ids) > 0
+                               OR EXISTS (SELECT 1 FROM activities WHERE instance_id = p_instance)
+                          THEN p_hold ELSE 0 END AS hold) AS next_event
+        WHERE instance_id = p_instance
+        RETURNING episodes - 1, p_refresh AND status NOT IN (1, 3, 5, 7) AND ready_at IS NOT NULL
+        INTO v_episode, v_claimable;
+        INSERT INTO history (instance_id, episode, events) VALUES (p_instance, v_episode, p_history);
+        IF p_finished THEN
+            DELETE FROM inbox WHERE instance_id = p_instance;
+            DELETE FROM activities WHERE instance_id = p_instance AND lease_token IS NULL;
+        END IF;
+        IF cardinality(p_task_ids) > 0 THEN
+            INSERT INTO activities (instance_id, execution_id, task_id, name, version, request, ready_at)
+            SELECT p_instance, p_execution_id, task_id, name, version, request, p_now
+            FROM unnest(p_task_ids, p_names, p_versions, p_requests) AS a(task_id, name, version, request);
+        END IF;
+        IF cardinality(p_timers) > 0 THEN
+            INSERT INTO inbox (instance_id, execution_id, visible_at, event)
+            SELECT p_instance, p_execution_id, visible_at, event
+            FROM unnest(p_timer_at, p_timers) AS t(visible_at, event);
+        END IF;
+        RETURN COALESCE(v_claimable, FALSE);
+    END $$;
+    """,
 )
 
 DATABASE_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
@@ -1193,9 +1292,9 @@ class PostgresStore(SqlStore):
         return items
 
     def complete_orchestration(self, token: str, response: pb.OrchestratorResponse,
-                                     refill: ClaimRequest | None = None) -> ClaimResult | None:
+                               refill: ClaimRequest | None = None) -> asyncio.Future:
         return self._write(self._complete_and_refill, self._complete_orchestration, token, response, refill,
-                                 lock_key=instance_of(token))
+                           lock_key=instance_of(token))
 
     def _complete_orchestration(self, tx: _Tx | _OptimisticTx, token: str, response: pb.OrchestratorResponse) -> None:
         leased = self._leases.take(token)
@@ -1260,9 +1359,9 @@ class PostgresStore(SqlStore):
                    state.instance_id, state.execution_id, *timers)
 
     def complete_activity(self, token: str, response: pb.ActivityResponse,
-                                refill: ClaimRequest | None = None) -> ClaimResult | None:
+                          refill: ClaimRequest | None = None) -> asyncio.Future:
         return self._write(self._complete_and_refill, self._complete_activity, token, response, refill,
-                                 lock_key=response.instanceId)
+                           lock_key=response.instanceId)
 
     def _complete_activity(self, tx: _Tx | _OptimisticTx, token: str, response: pb.ActivityResponse,
                            task_id: int | None = None) -> None:
