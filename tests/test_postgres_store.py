@@ -145,6 +145,29 @@ async def test_a_newer_server_upgrades_the_schema_and_an_older_one_refuses_it(da
         PostgresStore(database)
 
 
+@run_async
+async def test_a_server_of_the_schema_before_still_commits_episodes_during_a_rolling_upgrade(database):
+    """Migration 4 changed how an episode is committed; a replica still running the code of schema 3
+    calls migration 2's function, which must go on doing what it did."""
+    store = PostgresStore(database)
+    try:
+        await store.create_instance(NewInstance("old", "workflow"))
+        assert (await store.claim(1, 0, ACCEPT_ALL, 30.0)).orchestrations
+        execution_id = (await store.get_instance("old")).execution_id
+        with psycopg.connect(database, autocommit=True) as conn, conn.transaction():
+            conn.execute("SELECT 1 FROM instances WHERE instance_id = 'old' FOR UPDATE")
+            conn.execute("DELETE FROM inbox WHERE instance_id = 'old'")
+            conn.execute("SELECT durabletask_commit_episode('old', %s, ''::bytea, %s, '\"done\"', NULL, NULL, TRUE, "
+                         "'{}', '{}', '{}', '{}', '{}', '{}', TRUE, %s, 0.1)",
+                         (execution_id, pb.ORCHESTRATION_STATUS_COMPLETED, time.time()))
+        state = await store.get_instance("old")
+        assert (state.status, state.output) == (pb.ORCHESTRATION_STATUS_COMPLETED, '"done"')
+        with store._pool.connection() as conn:
+            assert conn.execute("SELECT lease_token, ready_at, episodes FROM instances").fetchall() == [(None, None, 1)]
+    finally:
+        store.close()
+
+
 def test_store_urls_name_their_problem_in_one_sentence(database):
     with pytest.raises(StoreUrlError, match=r"^Cannot open the PostgreSQL store at 'postgresql://me:\*\*\*@127.0.0.1:1/"
                                             r"hub': Connection refused\.$"):

@@ -288,10 +288,11 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM inbox WHERE instance_id = p_instance AND seq = ANY(p_seqs);
     END $$;
     """,
-    # 4: fewer row versions of an instance per completion (each UPDATE writes one, and one of a
-    # fan-out's instance per activity result made its index scans and the database's work grow):
-    # an activity result updates the instance only when it makes it ready sooner, and an episode's
-    # commit computes the next ready time in the same UPDATE that releases the lease.
+    # 4: less work per completion, and fewer row versions of an instance (each UPDATE writes one, and
+    # one of a fan-out's instance per activity result made its index scans and the database's work
+    # grow): an activity result updates the instance only when it makes it ready sooner, and an
+    # episode's commit checks its lease and computes the next ready time in the UPDATE that releases
+    # the lease.
     """
     CREATE OR REPLACE FUNCTION durabletask_complete_activity(
         p_id BIGINT, p_token TEXT, p_instance TEXT, p_task_id INTEGER, p_outcome BYTEA,
@@ -342,8 +343,14 @@ MIGRATIONS: tuple[str, ...] = (
         END IF;  -- else suspended, or leased: resuming it, or committing its episode, reads the inbox
     END $$;
 
-    CREATE OR REPLACE FUNCTION durabletask_commit_episode(
-        p_instance TEXT, p_execution_id TEXT, p_history BYTEA, p_status INTEGER, p_output TEXT,
+    -- The non-continue-as-new part of SqlStore._commit_episode. With p_token, it checks first that
+    -- the instance is still leased by p_token in the same execution and status (else raises), and
+    -- takes the events the worker was given (p_seqs) from its inbox, as durabletask_take_delivered
+    -- does; without, the caller checked the lease and took them. True if the instance is now
+    -- claimable.
+    CREATE FUNCTION durabletask_commit_claimed_episode(
+        p_instance TEXT, p_token TEXT, p_status_was INTEGER, p_seqs BIGINT[],
+        p_execution_id TEXT, p_history BYTEA, p_status INTEGER, p_output TEXT,
         p_failure_details BYTEA, p_custom_status TEXT, p_finished BOOLEAN, p_task_ids INTEGER[],
         p_names TEXT[], p_versions TEXT[], p_requests BYTEA[], p_timer_at DOUBLE PRECISION[],
         p_timers BYTEA[], p_refresh BOOLEAN, p_now DOUBLE PRECISION, p_hold DOUBLE PRECISION)
@@ -353,22 +360,30 @@ MIGRATIONS: tuple[str, ...] = (
         v_episode INTEGER;
         v_claimable BOOLEAN;
     BEGIN
-        -- With the lease released, durabletask_refresh_ready's time is the first event's (the inbox's
-        -- or a new timer's), later by the hold while activities are due (new ones or older).
+        -- With the lease released, durabletask_refresh_ready's time is the first event's (of the
+        -- inbox, less the events taken, or a new timer's), later by the hold while activities are due.
         UPDATE instances SET episodes = episodes + 1, status = p_status, output = p_output,
             failure_details = p_failure_details, custom_status = p_custom_status, updated_at = p_now,
             completed_at = CASE WHEN p_finished THEN p_now END, lease_token = NULL, blocked_until = NULL,
             ready_at = CASE WHEN NOT p_refresh THEN ready_at
                             WHEN p_status IN (1, 3, 5, 7) THEN NULL
                             ELSE next_event.at + next_event.hold END
-        FROM (SELECT LEAST((SELECT MIN(visible_at) FROM inbox WHERE instance_id = p_instance),
+        FROM (SELECT LEAST((SELECT MIN(visible_at) FROM inbox
+                            WHERE instance_id = p_instance AND seq <> ALL(COALESCE(p_seqs, '{}'))),
                            (SELECT MIN(t) FROM unnest(p_timer_at) AS t)) AS at,
                      CASE WHEN cardinality(p_task_ids) > 0
                                OR EXISTS (SELECT 1 FROM activities WHERE instance_id = p_instance)
                           THEN p_hold ELSE 0 END AS hold) AS next_event
         WHERE instance_id = p_instance
+          AND (p_token IS NULL OR (lease_token = p_token AND execution_id = p_execution_id AND status = p_status_was))
         RETURNING episodes - 1, p_refresh AND status NOT IN (1, 3, 5, 7) AND ready_at IS NOT NULL
         INTO v_episode, v_claimable;
+        IF NOT FOUND AND p_token IS NOT NULL THEN
+            RAISE EXCEPTION 'durabletask: the lease on % has passed, or the instance changed', p_instance;
+        END IF;
+        IF p_seqs IS NOT NULL THEN
+            DELETE FROM inbox WHERE instance_id = p_instance AND seq = ANY(p_seqs);
+        END IF;
         INSERT INTO history (instance_id, episode, events) VALUES (p_instance, v_episode, p_history);
         IF p_finished THEN
             DELETE FROM inbox WHERE instance_id = p_instance;
@@ -386,6 +401,19 @@ MIGRATIONS: tuple[str, ...] = (
         END IF;
         RETURN COALESCE(v_claimable, FALSE);
     END $$;
+
+    -- Migration 2's, for servers of schema version 3 still running during a rolling upgrade.
+    CREATE OR REPLACE FUNCTION durabletask_commit_episode(
+        p_instance TEXT, p_execution_id TEXT, p_history BYTEA, p_status INTEGER, p_output TEXT,
+        p_failure_details BYTEA, p_custom_status TEXT, p_finished BOOLEAN, p_task_ids INTEGER[],
+        p_names TEXT[], p_versions TEXT[], p_requests BYTEA[], p_timer_at DOUBLE PRECISION[],
+        p_timers BYTEA[], p_refresh BOOLEAN, p_now DOUBLE PRECISION, p_hold DOUBLE PRECISION)
+    RETURNS BOOLEAN
+    LANGUAGE sql AS $$
+        SELECT durabletask_commit_claimed_episode(p_instance, NULL, NULL, NULL, p_execution_id, p_history,
+            p_status, p_output, p_failure_details, p_custom_status, p_finished, p_task_ids, p_names, p_versions,
+            p_requests, p_timer_at, p_timers, p_refresh, p_now, p_hold)
+    $$;
     """,
 )
 
@@ -1299,9 +1327,14 @@ class PostgresStore(SqlStore):
     def _complete_orchestration(self, tx: _Tx | _OptimisticTx, token: str, response: pb.OrchestratorResponse) -> None:
         leased = self._leases.take(token)
         if leased is not None:  # what the claim read stands, unless the database finds it changed
+            parent = pb.ParentInstanceInfo.FromString(leased.parent) if leased.parent else None
+            episode = episodes.plan_episode(leased.state, parent, leased.delivered, response, tx.now)
+            if episode.continue_as_new is None:  # the commit checks the lease and takes the events itself
+                self._commit_episode(tx, leased.state, leased.parent, episode, claimed=(token, leased.seqs))
+                return
             tx.run("SELECT durabletask_take_delivered(%s, %s, %s, %s, %s)", leased.state.instance_id, token,
                    leased.state.execution_id, leased.state.status, leased.seqs)
-            self._apply_episode(tx, leased.state, leased.parent, leased.delivered, response)
+            self._commit_episode(tx, leased.state, leased.parent, episode)
             return
         # Else the lease check locks the instance, then takes the events the worker was given: one statement
         # that deletes nothing unless the token still holds the lease.
@@ -1322,17 +1355,21 @@ class PostgresStore(SqlStore):
         self._apply_episode(tx, state, parent, delivered, response)
 
     def _commit_episode(self, tx: _Tx, state: InstanceState, parent: bytes | None,
-                        episode: episodes.Episode) -> None:
+                        episode: episodes.Episode, claimed: tuple[str, list[int]] | None = None) -> None:
+        """`claimed`: the lease token and the seqs of the events delivered, for a commit that checks the
+        lease and takes the events itself (see durabletask_commit_claimed_episode)."""
         if episode.continue_as_new is not None:
             return super()._commit_episode(tx, state, parent, episode)
         iid = state.instance_id
         finished = episode.status in TERMINAL_STATUSES
         activities, timers = _work_columns(episode)
+        token, seqs = claimed or (None, None)
         # Messages go out before the instance's next ready time is computed, as in the shared step.
         tx.then(lambda row: _note_work_ready(tx, row[0]),
-                "SELECT durabletask_commit_episode(%s, %s, %s, %s, %s, %s, %s, %s, %s::int[], %s::text[], "
-                "%s::text[], %s::bytea[], %s::float8[], %s::bytea[], %s, %s, %s)",
-                iid, state.execution_id, history_bytes(episode.history), episode.status, episode.output,
+                "SELECT durabletask_commit_claimed_episode(%s, %s, %s, %s::bigint[], %s, %s, %s, %s, %s, %s, %s, "
+                "%s::int[], %s::text[], %s::text[], %s::bytea[], %s::float8[], %s::bytea[], %s, %s, %s)",
+                iid, token, state.status if claimed else None, seqs,
+                state.execution_id, history_bytes(episode.history), episode.status, episode.output,
                 episode.failure_details.SerializeToString() if episode.failure_details else None,
                 episode.custom_status, finished, *activities, *timers, not episode.messages, tx.now,
                 RESULT_BATCH_SECONDS)
