@@ -165,14 +165,18 @@ class SqlStore(Store):
         execution_id = new.execution_id or uuid.uuid4().hex
         parent = new.parent.SerializeToString() if new.parent is not None else None
         parent_id = new.parent.orchestrationInstance.instanceId if new.parent is not None else None
+        # Ready with its first event, ExecutionStarted (at once, or at its scheduled start): written
+        # with it, rather than enqueued after it (a second write of the new row).
+        ready_at = max(tx.now, new.scheduled_start or 0)
         tx.run("INSERT INTO instances (instance_id, execution_id, name, version, status, created_at, updated_at, "
-               "scheduled_start, input, tags, parent, parent_instance_id) "
-               "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+               "scheduled_start, input, tags, parent, parent_instance_id, ready_at) "
+               "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                new.instance_id, execution_id, new.name, new.version, pb.ORCHESTRATION_STATUS_PENDING, tx.now,
-               tx.now, new.scheduled_start, new.input, json.dumps(new.tags), parent, parent_id)
+               tx.now, new.scheduled_start, new.input, json.dumps(new.tags), parent, parent_id, ready_at)
+        tx.run("INSERT INTO inbox (instance_id, visible_at, event) VALUES (%s, %s, %s)", new.instance_id, ready_at,
+               episodes.execution_started(new, execution_id, tx.now).SerializeToString())
         self._recount(tx, new.instance_id, None, (new.name, new.version, pb.ORCHESTRATION_STATUS_PENDING))
-        self._enqueue(tx, new.instance_id, episodes.execution_started(new, execution_id, tx.now), None,
-                      max(tx.now, new.scheduled_start or 0))
+        tx.notice.work_ready = True
         return execution_id
 
     def _delete_instance(self, tx: SqlTx, instance_id: str) -> None:
