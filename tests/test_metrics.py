@@ -15,7 +15,7 @@ from durabletask.worker_metrics import WorkerMetrics
 from tests.support.hub import RawWorker
 from tests.support.metrics import scrape
 from tests.support.processes import ServerProcess, free_port
-from tests.support.sdk import new_id, running_worker
+from tests.support.sdk import new_id, running_worker, wait_until
 
 WAIT = 30
 
@@ -141,12 +141,16 @@ def test_an_sdk_worker_serves_its_own_metrics(shared_server):
             w.start()
             iid = c.schedule_new_orchestration(shouts, input="hi", instance_id=new_id("shouts"))
             assert c.wait_for_orchestration_completion(iid, timeout=WAIT).get_output() == "HI"
+            # The worker counts an episode once the hub has answered its completion, which can be
+            # after the client saw the orchestration finish.
+            wait_until(lambda: scrape(port).total("durabletask_worker_work_items_total", kind="orchestration",
+                                                  name="shouts", outcome="completed") == 2)  # schedule, finish
             seen = scrape(port)
     finally:
         http.shutdown()
     assert seen.total("durabletask_worker_work_items_total", kind="activity", name="shout", outcome="completed") == 1
     assert seen.total("durabletask_worker_work_items_total", kind="orchestration", name="shouts",
-                      outcome="completed") == 2  # scheduling the activity, then finishing
+                      outcome="completed") == 2
     assert seen.total("durabletask_worker_connected") == 1
 
 

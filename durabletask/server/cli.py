@@ -10,6 +10,11 @@ import signal
 import sys
 from collections.abc import Callable, Mapping
 
+try:
+    import uvloop
+except ImportError:  # not built for Windows: asyncio's own event loop serves there
+    uvloop = None
+
 from durabletask.internal.token_file import TokenFile, parse_tokens
 from durabletask.server.app import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_PAYLOAD_BYTES, TaskHubServer, log
 from durabletask.server.stores import Store, StoreUrlError, open_store, safe_url
@@ -125,8 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     server = TaskHubServer(store, args.host, args.port, lease_seconds=args.lease_seconds,
                            max_payload_bytes=args.max_payload_bytes, metrics_port=args.metrics_port,
                            tls=tls, accepted_tokens=tokens)
+    # The server's time goes to event loop callbacks, and uvloop's cost less than asyncio's own loop:
+    # each of the benchmark's workloads ran 4-9% faster on it (bench/README.md).
+    run = asyncio.run if uvloop is None else uvloop.run
     try:
-        asyncio.run(serve(server, store_url, describe_security(tls, tokens is not None)))
+        run(serve(server, store_url, describe_security(tls, tokens is not None)))
     except StartupError as error:
         print(f"durabletask-server: {error}", file=sys.stderr)
         return 1

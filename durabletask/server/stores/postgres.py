@@ -39,6 +39,7 @@ import functools
 import json
 import logging
 import math
+import os
 import queue
 import random
 import secrets
@@ -1124,13 +1125,15 @@ class PostgresStore(SqlStore):
             try:
                 await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                 lost = loop.create_future()
-                loop.add_reader(conn.pgconn.socket, self._hear, conn.pgconn, lost)
+                socket = os.dup(conn.pgconn.socket)  # (as Pipeline does: libpq closes its own when lost)
+                loop.add_reader(socket, self._hear, conn.pgconn, lost)
                 try:
                     while not lost.done():
                         self._tell_listeners(CommitNotice(work_ready=True))  # whatever happened while deaf
                         await asyncio.wait([lost], timeout=FALLBACK_POLL_SECONDS)
                 finally:
-                    loop.remove_reader(conn.pgconn.socket)
+                    loop.remove_reader(socket)
+                    os.close(socket)
                 raise lost.result()
             except psycopg.Error as error:
                 if not self._closed.is_set():

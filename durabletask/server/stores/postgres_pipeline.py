@@ -18,6 +18,7 @@ import collections
 import functools
 import itertools
 import logging
+import os
 import re
 from typing import Callable, NamedTuple, Sequence
 
@@ -62,7 +63,9 @@ class Pipeline:
         self.broken: Exception | None = None  # the connection is lost: make another
         self._connection = connection  # owns the libpq connection below
         self._pg = connection.pgconn
-        self._socket = self._pg.socket
+        # The event loop watches a duplicate of libpq's socket: libpq closes its own descriptor the
+        # moment it finds the connection lost, and a new connection may get the same number at once.
+        self._socket = os.dup(self._pg.socket)
         self._dumper = Transformer(connection)
         self._loader = Transformer(connection)
         self._prepared: dict[bytes, bytes] = {}  # query -> name of its prepared statement
@@ -186,6 +189,7 @@ class Pipeline:
         self.broken = error
         self.loop.remove_reader(self._socket)
         self.loop.remove_writer(self._socket)
+        os.close(self._socket)
         while self._expected:
             kind, what = self._expected.popleft()
             if kind == "sync":
