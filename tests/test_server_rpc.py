@@ -1,6 +1,7 @@
 """Our task hub server over gRPC, driven with raw stubs: error codes, fencing of stale tokens,
 release of work held by a vanished stream, waits and deadlines, filters and concurrency limits."""
 
+import asyncio
 import threading
 import time
 import uuid
@@ -10,7 +11,10 @@ import pytest
 
 from durabletask.internal import orchestrator_service_pb2 as pb
 from durabletask.internal import orchestrator_service_pb2_grpc as stubs
-from tests.support.hub import RawWorker, complete, episode, kinds, schedule, text
+from durabletask.server import servicer
+from durabletask.server.app import TaskHubServer
+from durabletask.server.stores.sqlite import SqliteStore
+from tests.support.hub import RawWorker, complete, episode, kinds, run_async, schedule, text
 
 
 @pytest.fixture
@@ -220,3 +224,21 @@ def test_history_can_be_streamed(server_factory):
         assert kinds(events) == ["orchestratorStarted", "executionStarted", "taskScheduled", "orchestratorCompleted"]
     finally:
         worker.close()
+
+
+@run_async
+async def test_an_idle_work_item_stream_gets_health_pings(tmp_path, monkeypatch):
+    """The SDKs give up on a stream that stays silent for two minutes: an idle one gets a health
+    ping every HEALTH_PING_SECONDS (shortened here)."""
+    monkeypatch.setattr(servicer, "HEALTH_PING_SECONDS", 0.2)
+    server = await TaskHubServer(SqliteStore(str(tmp_path / "hub.db")), port=0).start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stream = stubs.TaskHubSidecarServiceStub(channel).GetWorkItems(pb.GetWorkItemsRequest())
+            opened = time.monotonic()
+            items = [await asyncio.wait_for(stream.read(), 5.0) for _ in range(2)]
+            assert [item.WhichOneof("request") for item in items] == ["healthPing", "healthPing"]
+            assert time.monotonic() - opened >= 0.35
+            stream.cancel()
+    finally:
+        await server.stop(grace=0)

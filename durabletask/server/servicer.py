@@ -294,9 +294,8 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
                 if reached(state.status):
                     return pb.GetInstanceResponse(exists=True, orchestrationState=to_orchestration_state(state))
                 try:
-                    async with asyncio.timeout(context.time_remaining()):
-                        await changed.wait()
-                except TimeoutError:
+                    await asyncio.wait_for(changed.wait(), context.time_remaining())
+                except asyncio.TimeoutError:
                     await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                                         f"Instance '{request.instanceId}' did not {what} before the deadline.")
         finally:
@@ -411,16 +410,20 @@ class TaskHubServicer(stubs.TaskHubSidecarServiceServicer):
         stream = self._dispatcher.open_stream(
             work_filters(request), request.maxConcurrentOrchestrationWorkItems or DEFAULT_CONCURRENCY,
             request.maxConcurrentActivityWorkItems or DEFAULT_CONCURRENCY)
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:  # items already queued go out without the cost of a timeout
                     item = stream.outbox.get_nowait()
                 except asyncio.QueueEmpty:
-                    try:  # (a timeout, not wait_for: that would run every wait as a task of its own)
-                        async with asyncio.timeout(HEALTH_PING_SECONDS):
-                            item = await stream.outbox.get()
-                    except TimeoutError:
-                        item = pb.WorkItem(healthPing=pb.HealthPing())
+                    # A health ping goes out if nothing else does for a while (a timer, not wait_for,
+                    # which would run every wait for an item as a task of its own).
+                    ping = loop.call_later(HEALTH_PING_SECONDS, stream.outbox.put_nowait,
+                                           pb.WorkItem(healthPing=pb.HealthPing()))
+                    try:
+                        item = await stream.outbox.get()
+                    finally:
+                        ping.cancel()
                 if item is END_OF_STREAM:
                     return
                 yield item

@@ -732,6 +732,7 @@ class PostgresStore(SqlStore):
         self._pipeline: Pipeline | None = None
         self._pipeline_retry_at = -math.inf
         self._clock_measure: asyncio.Future | None = None
+        self._connecting: asyncio.Task | None = None  # (held, as the event loop only holds tasks weakly)
         self._leases = _Leases()
         self._ready_versions = _ReadyVersions()
         # One queue per writer. Requests for one instance always go to the same writer, so that they
@@ -831,7 +832,7 @@ class PostgresStore(SqlStore):
                 self._writing = True
                 pipeline = self._pipeline
                 if pipeline is None or pipeline.broken is not None or pipeline.loop is not asyncio.get_running_loop():
-                    asyncio.get_running_loop().create_task(self._connect_then_send(batch))
+                    self._connecting = asyncio.get_running_loop().create_task(self._connect_then_send(batch))
                 else:
                     self._send_or_log(pipeline, batch)
 
