@@ -1331,8 +1331,7 @@ class PostgresStore(SqlStore):
     def _complete_orchestration(self, tx: _Tx | _OptimisticTx, token: str, response: pb.OrchestratorResponse) -> None:
         leased = self._leases.take(token)
         if leased is not None:  # what the claim read stands, unless the database finds it changed
-            parent = pb.ParentInstanceInfo.FromString(leased.parent) if leased.parent else None
-            episode = episodes.plan_episode(leased.state, parent, leased.delivered, response, tx.now)
+            episode = self._plan_episode(tx, leased.state, leased.parent, leased.delivered, response)
             if episode.continue_as_new is None:  # the commit checks the lease and takes the events itself
                 self._commit_episode(tx, leased.state, leased.parent, episode, claimed=(token, leased.seqs))
                 return

@@ -263,9 +263,13 @@ class SqlStore(Store):
                        delivered: list[pb.HistoryEvent], response: pb.OrchestratorResponse) -> None:
         """Commit the episode a worker completed, once the caller has checked its lease and taken the
         events the worker was given (`delivered`) from the inbox."""
-        episode = episodes.plan_episode(state, pb.ParentInstanceInfo.FromString(parent) if parent else None,
-                                        delivered, response, tx.now)
-        self._commit_episode(tx, state, parent, episode)
+        self._commit_episode(tx, state, parent, self._plan_episode(tx, state, parent, delivered, response))
+
+    @staticmethod
+    def _plan_episode(tx: SqlTx, state: InstanceState, parent: bytes | None, delivered: list[pb.HistoryEvent],
+                      response: pb.OrchestratorResponse) -> episodes.Episode:
+        return episodes.plan_episode(state, pb.ParentInstanceInfo.FromString(parent) if parent else None,
+                                     delivered, response, tx.now)
 
     def _commit_episode(self, tx: SqlTx, state: InstanceState, parent: bytes | None,
                         episode: episodes.Episode) -> None:
