@@ -76,7 +76,11 @@ class TaskHubServer:
                                               # one, not keepalive_timeout_ms (default: 1 min)
                                               ("grpc.http2.ping_timeout_ms", keepalive_ms),
                                               # keep pinging a stream that has nothing to send
-                                              ("grpc.http2.max_pings_without_data", 0)],
+                                              ("grpc.http2.max_pings_without_data", 0),
+                                              # latency at some cost in throughput: the hub's callers
+                                              # each wait on its answers (a client's starts, a worker
+                                              # thread's completions); hello-cities +4% (bench/README.md)
+                                              ("grpc.optimization_target", "latency")],
                                      interceptors=interceptors)
         servicer = TaskHubServicer(self.store, self._dispatcher, watchers, self._max_payload, metrics)
         stubs.add_TaskHubSidecarServiceServicer_to_server(servicer, self._grpc)
