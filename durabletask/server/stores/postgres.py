@@ -7,9 +7,9 @@ what several replicas at once require:
 - Writes are batched: the requests that arrive together share one transaction and one commit
   (group commit). A batch is first tried optimistically, on the event loop: its statements go out
   at once over one connection in pipeline mode (`postgres_pipeline`), the sync point after them
-  commits them, and no row is read before that. The hot paths fit that: starts, claims, renewals, completions (an
-  episode's completion plans from what its claim read, and the database checks that this still
-  holds). A request that must read first (a message to another instance, a terminate, ...), and
+  commits them, and no row is read before that. The hot paths fit that: starts, claims, renewals,
+  completions (an episode's completion plans from what its claim read, and the database checks that
+  this still holds). A request that must read first (a message to another instance, a terminate, ...), and
   every request of an optimistic batch the database refused, run carefully instead: on a writer
   thread, reading as they go, requests back to back; should one fail, that batch runs again with
   each request in its own savepoint, so that it fails alone. The hot paths are PL/pgSQL functions
@@ -66,7 +66,8 @@ from durabletask.server.stores.base import (
     NewInstance, StaleToken, StoreUnavailable, StoreUrlError, Unstorable, WorkFilters, WorkItem, activity_row_id)
 from durabletask.server.stores.postgres_pipeline import Pipeline
 from durabletask.server.stores.sql import (
-    GET_INSTANCE, INSTANCE_COLUMNS, NEXT_READY_AT, STALE_TOKEN, SqlStore, earliest, history_bytes, instance_of, instance_state)
+    GET_INSTANCE, INSTANCE_COLUMNS, NEXT_READY_AT, STALE_TOKEN, SqlStore, earliest, history_bytes, instance_of,
+    instance_state)
 
 log = logging.getLogger(__name__)
 
@@ -830,8 +831,7 @@ class PostgresStore(SqlStore):
             batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
             if batch := _still_wanted(batch):
                 self._writing = True
-                pipeline = self._pipeline
-                if pipeline is None or pipeline.broken is not None or pipeline.loop is not asyncio.get_running_loop():
+                if (pipeline := self._usable_pipeline()) is None:
                     self._connecting = asyncio.get_running_loop().create_task(self._connect_then_send(batch))
                 else:
                     self._send_or_log(pipeline, batch)
@@ -911,11 +911,17 @@ class PostgresStore(SqlStore):
         finally:
             self._batch_over()
 
+    def _usable_pipeline(self) -> Pipeline | None:
+        """The event loop's connection, if it is open and belongs to the running loop."""
+        pipeline = self._pipeline
+        if pipeline is None or pipeline.broken is not None or pipeline.loop is not asyncio.get_running_loop():
+            return None
+        return pipeline
+
     async def _open_pipeline(self) -> Pipeline | None:
         """The event loop's connection, (re)connected if need be; None while the database is out of
         reach (the careful writer then reports that)."""
-        loop = asyncio.get_running_loop()
-        if self._pipeline is not None and (self._pipeline.broken is not None or self._pipeline.loop is not loop):
+        if self._pipeline is not None and self._usable_pipeline() is None:
             self._pipeline.close()
             self._pipeline = None
         if self._pipeline is None and time.monotonic() >= self._pipeline_retry_at:
@@ -1218,8 +1224,7 @@ class PostgresStore(SqlStore):
     async def get_instance(self, instance_id: str, include_payloads: bool = True) -> InstanceState | None:
         """On the event loop's pipeline, when it is open: a read of one row takes less than the hand-off
         to a read thread and back (every WaitForInstance* call reads one)."""
-        pipeline = self._pipeline
-        if pipeline is None or pipeline.broken is not None or pipeline.loop is not asyncio.get_running_loop():
+        if (pipeline := self._usable_pipeline()) is None:
             return await super().get_instance(instance_id, include_payloads)
         rows: list[tuple] = []
         try:

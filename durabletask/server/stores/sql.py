@@ -105,7 +105,6 @@ class SqlStore(Store):
     def _read(self, fn: Callable, *args) -> asyncio.Future:
         """Run `fn(db, *args)` on a read connection."""
 
-
     @abc.abstractmethod
     def _enqueue(self, tx: SqlTx, instance_id: str, ev: pb.HistoryEvent, execution_id: str | None,
                  visible_at: float | None = None) -> None:
